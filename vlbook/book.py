@@ -1,0 +1,378 @@
+"""Build the book: synthetic data → papermill-executed notebooks → Jupyter Book HTML → check.
+
+``python -m vlbook.book build --scale toy`` is what ``python3 tasks.py book`` runs. The sources
+in ``book/`` and ``notebooks/`` are staged into ``build/book-<scale>/``, every notebook is
+executed there once by papermill (the book build itself executes nothing), generated pages are
+written, Jupyter Book 1 renders HTML, and :func:`check_html` opens the result in headless
+Chromium.
+
+Jupyter Book is pinned below 2: version 2 fetches its theme from a web service at build time
+and so cannot build offline; 1.x is pure Python (Sphinx) and builds with no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import html.parser
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlbook.paths import REPO_ROOT
+
+BOOK_SRC = REPO_ROOT / "book"
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+#: The chapters in reading order: (notebook stem, part). Notebooks that do not exist yet are
+#: left out of the table of contents.
+CHAPTERS: tuple[tuple[str, str], ...] = (
+    ("intro", "Foundations"),
+    ("vlm", "The papers"),
+    ("simvtp", "The papers"),
+    ("umt", "The papers"),
+    ("allinone", "The papers"),
+    ("evilm", "The papers"),
+    ("capstone", "Putting them side by side"),
+)
+
+
+def existing_chapters(notebooks: Path = NOTEBOOKS) -> list[tuple[str, str]]:
+    """The chapters of :data:`CHAPTERS` whose notebook exists, in order."""
+    return [(stem, part) for stem, part in CHAPTERS if (notebooks / f"{stem}.ipynb").exists()]
+
+
+def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
+    """Write ``_toc.yml``: front page, chapters grouped by part, ledger, references."""
+    lines = ["format: jb-book", "root: index", "parts:"]
+    current = None
+    for stem, part in chapters:
+        if part != current:
+            lines += [f"  - caption: {part}", "    chapters:"]
+            current = part
+        lines.append(f"      - file: chapters/{stem}")
+    lines += [
+        "  - caption: Reference",
+        "    chapters:",
+        "      - file: ledger",
+        "      - file: references",
+    ]
+    path = stage / "_toc.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_ledger(stage: Path) -> Path:
+    """The reproduction ledger page, generated from the result files chapters write."""
+    from vlbook.results import ledger_markdown
+
+    path = stage / "ledger.md"
+    path.write_text(ledger_markdown())
+    return path
+
+
+def _mathjax(stage: Path, cache: Path) -> str | None:
+    """Install MathJax 3 from npm (once) and copy it into the staged book; None if impossible."""
+    target = cache / "node_modules" / "mathjax" / "es5"
+    if not target.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            return None
+        cache.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund", "mathjax@3"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0 or not target.exists():
+            print(f"warning: npm could not install mathjax@3: {proc.stderr.strip()[-300:]}")
+            return None
+    dest = stage / "mathjax"
+    if not dest.exists():
+        shutil.copytree(target, dest)
+    return "mathjax/tex-chtml.js"
+
+
+def stage_book(scale: str, stage: Path) -> Path:
+    """Copy the book's sources into ``stage`` (fresh, but keeping a previous ``_build``)."""
+    stage.mkdir(parents=True, exist_ok=True)
+    for item in stage.iterdir():
+        if item.name in ("_build", "mathjax"):
+            continue
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for item in BOOK_SRC.iterdir():
+        if item.name.startswith(("_build", ".")) or item.name == "_toc.yml":
+            continue
+        dest = stage / item.name
+        shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)
+    (stage / "chapters").mkdir(exist_ok=True)
+    return stage
+
+
+def execute_chapters(
+    scale: str,
+    stage: Path,
+    chapters: list[tuple[str, str]],
+    executed: dict[str, Path] | None = None,
+    log_output: bool = False,
+) -> dict[str, float]:
+    """Run each chapter notebook with papermill at ``scale``; returns seconds per chapter.
+
+    ``executed`` maps notebook stems to copies that already ran at this scale (the test-suite
+    passes the notebooks it executed), which are used instead of running them again.
+    """
+    from vlbook.notebook import execute_notebook
+
+    timings = {}
+    for stem, _ in chapters:
+        src = NOTEBOOKS / f"{stem}.ipynb"
+        out = stage / "chapters" / f"{stem}.ipynb"
+        if executed and stem in executed:
+            shutil.copy2(executed[stem], out)
+            continue
+        print(f"[book] executing {src.name} at scale={scale} ...", flush=True)
+        start = time.time()
+        execute_notebook(src, out, {"scale": scale}, cwd=NOTEBOOKS, log_output=log_output)
+        timings[stem] = time.time() - start
+        print(f"[book]   done in {timings[stem]:.0f} s", flush=True)
+    return timings
+
+
+def build(
+    scale: str = "toy",
+    stage: Path | None = None,
+    check: bool = True,
+    executed: dict[str, Path] | None = None,
+) -> Path:
+    """Build the book at ``scale``; returns the HTML folder."""
+    stage = stage or REPO_ROOT / "build" / f"book-{scale}"
+    chapters = existing_chapters()
+    stage_book(scale, stage)
+    timings = execute_chapters(scale, stage, chapters, executed)
+    write_toc(stage, chapters)
+    write_ledger(stage)
+    config = stage / "_config.yml"
+    mathjax = _mathjax(stage, REPO_ROOT / "build" / "npm")
+    text = config.read_text()
+    if mathjax:
+        text = text.replace("# mathjax_path: set by vlbook.book", f"mathjax_path: {mathjax}")
+    else:
+        print("warning: MathJax could not be installed from npm; equations need the CDN online")
+    config.write_text(text)
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(stage), "--builder", "html"]
+    print("[book] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    html_dir = stage / "_build" / "html"
+    (stage / "_build" / "timings.json").write_text(json.dumps(timings, indent=2))
+    if check:
+        report = check_html(html_dir, [f"chapters/{c}.html" for c, _ in chapters])
+        print(report.summary())
+    print(f"[book] HTML: {html_dir / 'index.html'}")
+    return html_dir
+
+
+# --------------------------------------------------------------------------------------
+# checking the HTML in a real browser
+# --------------------------------------------------------------------------------------
+
+
+class _ImgParser(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            src = dict(attrs).get("src")
+            if src:
+                self.srcs.append(src)
+
+
+@dataclass
+class HtmlReport:
+    pages: dict[str, dict]
+    screenshots: list[Path]
+    browser: str | None
+
+    def summary(self) -> str:
+        lines = [f"[check] browser: {self.browser or 'none (static checks only)'}"]
+        for page, info in self.pages.items():
+            lines.append(
+                f"[check] {page}: {info['images']} images, title {info.get('title', '?')!r}"
+            )
+        for shot in self.screenshots:
+            lines.append(f"[check] screenshot {shot}")
+        return "\n".join(lines)
+
+
+class HtmlCheckError(AssertionError):
+    """The built book has missing pages or broken images."""
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _static_check(html_dir: Path, page: str) -> dict:
+    path = html_dir / page
+    if not path.exists():
+        raise HtmlCheckError(f"missing page {path}")
+    parser = _ImgParser()
+    parser.feed(path.read_text(errors="replace"))
+    broken = []
+    for src in parser.srcs:
+        if src.startswith(("http://", "https://", "data:")):
+            continue
+        target = (path.parent / src.split("#")[0].split("?")[0]).resolve()
+        if not target.exists() or target.stat().st_size == 0:
+            broken.append(src)
+    if broken:
+        raise HtmlCheckError(f"{page}: broken image references {broken}")
+    return {"images": len(parser.srcs)}
+
+
+async def _cdp_pages(ws_url: str, urls: list[str], shots: list[Path]) -> list[dict]:
+    from tornado.websocket import websocket_connect
+
+    conn = await websocket_connect(ws_url, max_message_size=256 * 2**20)
+    counter = 0
+
+    async def call(method: str, **params: object) -> dict:
+        nonlocal counter
+        counter += 1
+        await conn.write_message(json.dumps({"id": counter, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await conn.read_message())
+            if msg.get("id") == counter:
+                if "error" in msg:
+                    raise HtmlCheckError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    results = []
+    await call("Page.enable")
+    for url, shot in zip(urls, shots):
+        await call("Page.navigate", url=url)
+        for _ in range(100):
+            ready = await call("Runtime.evaluate", expression="document.readyState")
+            if ready["result"].get("value") == "complete":
+                break
+            await asyncio.sleep(0.1)
+        probe = (
+            "Promise.all(Array.from(document.images).map(i => {i.loading = 'eager';"
+            " return i.decode().then(() => i.naturalWidth > 0 ? null : i.src,"
+            " () => i.src);})).then(r => JSON.stringify({title: document.title,"
+            " images: r.length, broken: r.filter(x => x), text: document.body.innerText.length}))"
+        )
+        res = await call("Runtime.evaluate", expression=probe, awaitPromise=True)
+        info = json.loads(res["result"]["value"])
+        png = await call("Page.captureScreenshot", format="png")
+        shot.write_bytes(base64.b64decode(png["data"]))
+        results.append(info)
+    conn.close()
+    return results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_html(
+    html_dir: Path, chapter_pages: list[str], screenshot_dir: Path | None = None
+) -> HtmlReport:
+    """Check the built book: pages exist, every image resolves and decodes in Chromium.
+
+    Screenshots of the front page and the first chapter are written to ``screenshot_dir``
+    (default: ``<html_dir>/../screenshots``). Without Chromium only the static checks run and
+    the report says so.
+    """
+    html_dir = Path(html_dir)
+    pages = ["index.html", *chapter_pages, "ledger.html"]
+    info = {p: _static_check(html_dir, p) for p in pages}
+    chromium = find_chromium()
+    if chromium is None:
+        print("warning: Chromium not found; install Debian's 'chromium' for the browser check")
+        return HtmlReport(info, [], None)
+    screenshot_dir = Path(screenshot_dir or html_dir.parent / "screenshots")
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
+    # index.html is a redirect to the first page; load the first page directly too.
+    browse = pages[1:3] if len(pages) > 2 else pages
+    shots = [screenshot_dir / (Path(p).stem + ".png") for p in browse]
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--allow-file-access-from-files", "--window-size=1280,1400",
+                f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+                "--remote-allow-origins=*", "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            ws_url = None
+            for _ in range(150):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as r:
+                        targets = json.load(r)
+                    pages_ = [t for t in targets if t.get("type") == "page"]
+                    if pages_:
+                        ws_url = pages_[0]["webSocketDebuggerUrl"]
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            if ws_url is None:
+                raise HtmlCheckError("Chromium did not open its debugging port")
+            urls = [(html_dir / p).resolve().as_uri() for p in browse]
+            seen = asyncio.run(_cdp_pages(ws_url, urls, shots))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    for page, result in zip(browse, seen):
+        if result["broken"]:
+            raise HtmlCheckError(f"{page}: images failed to load in Chromium: {result['broken']}")
+        if result["text"] < 200:
+            raise HtmlCheckError(f"{page}: the page rendered almost no text ({result['text']})")
+        info[page].update(title=result["title"], rendered_images=result["images"])
+    return HtmlReport(info, shots, chromium)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vlbook.book", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="execute the notebooks and build the HTML book")
+    b.add_argument("--scale", default="toy", choices=("smoke", "toy", "full"))
+    b.add_argument("--stage", type=Path, default=None, help="build folder")
+    b.add_argument("--no-check", action="store_true", help="skip the Chromium check")
+    c = sub.add_parser("check", help="check a built book in headless Chromium")
+    c.add_argument("html_dir", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.cmd == "build":
+        build(args.scale, args.stage, check=not args.no_check)
+    else:
+        chapters = [f"chapters/{c}.html" for c, _ in existing_chapters()]
+        print(check_html(args.html_dir, chapters).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Result files the chapters write and the book's reproduction ledger reads.
+
+A chapter run at some scale writes JSON files under ``results_root()/<chapter>/<scale>/``.
+Rows for the reproduction ledger go to ``ledger.json`` there: each row pairs the paper's number
+with ours, the scale it was measured at and an honest status. The ledger page is generated
+from these files, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlbook.paths import results_root
+
+STATUSES = ("matches", "direction reproduced", "differs", "not run")
+SCALE_ORDER = ("full", "toy", "smoke", "exact")
+
+
+@dataclass
+class LedgerRow:
+    """One paper table row as the book touches it."""
+
+    paper: str
+    table: str
+    row: str
+    metric: str
+    paper_value: float | str | None
+    ours: float | str | None
+    scale: str
+    status: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
+
+
+def results_dir(chapter: str, scale: str) -> Path:
+    """``results_root()/<chapter>/<scale>``, created if needed."""
+    path = results_root() / chapter / scale
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_results(chapter: str, scale: str, name: str, data: Any) -> Path:
+    """Write ``data`` as ``<name>.json`` for the chapter and scale, with a timestamp."""
+    path = results_dir(chapter, scale) / f"{name}.json"
+    payload = {"chapter": chapter, "scale": scale, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "data": data}
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    return path
+
+
+def load_results(chapter: str, scale: str, name: str) -> Any:
+    """Read back what :func:`save_results` wrote; a clear error if it is missing."""
+    path = results_root() / chapter / scale / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: run notebooks/{chapter}.ipynb at scale={scale!r} first"
+        )
+    return json.loads(path.read_text())["data"]
+
+
+def save_ledger_rows(chapter: str, scale: str, rows: list[LedgerRow]) -> Path:
+    """Write the ledger rows of a chapter run."""
+    return save_results(chapter, scale, "ledger", [asdict(r) for r in rows])
+
+
+@dataclass
+class Ledger:
+    rows: list[LedgerRow] = field(default_factory=list)
+
+
+def collect_ledger(root: Path | None = None) -> list[LedgerRow]:
+    """All ledger rows under the results root, larger scales first."""
+    root = root or results_root()
+    rows: list[LedgerRow] = []
+    for path in sorted(root.glob("*/*/ledger.json")):
+        rows += [LedgerRow(**r) for r in json.loads(path.read_text())["data"]]
+    order = {s: i for i, s in enumerate(SCALE_ORDER)}
+    rows.sort(key=lambda r: (r.paper, r.table, r.row, order.get(r.scale, 99)))
+    return rows
+
+
+def _fmt(value: float | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:,.2f}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+def ledger_markdown(root: Path | None = None) -> str:
+    """The reproduction ledger page as MyST markdown."""
+    rows = collect_ledger(root)
+    lines = [
+        "# Reproduction ledger",
+        "",
+        "Every number below was written by a chapter notebook into `results/` when the book was"
+        " built; this page is generated from those files. *Scale* says what was compared:"
+        " `exact` rows (parameter counts, FLOPs) compare the same quantity; `toy` rows compare a"
+        " trend on the synthetic benchmark with the paper's real-data number, so only the"
+        " *direction* can match; `full` rows come from a run of the paper's configuration.",
+        "",
+    ]
+    if not rows:
+        lines.append(
+            "No chapter has written ledger rows yet. Each paper chapter adds its rows when it is"
+            " executed."
+        )
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| paper | table | row | metric | paper | ours | scale | status | note |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.paper} | {r.table} | {r.row} | {r.metric} | {_fmt(r.paper_value)} | "
+            f"{_fmt(r.ours)} | {r.scale} | {r.status} | {r.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

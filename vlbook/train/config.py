@@ -1,0 +1,227 @@
+"""Training configuration: one dataclass, saved and read as YAML.
+
+A run is fully described by a :class:`TrainConfig`; ``python -m vlbook.train CONFIG.yaml``,
+:func:`vlbook.train.train` and :func:`vlbook.train.launch` all read the same object, and every
+run directory holds the ``config.yaml`` it ran with.
+
+The user sets the *global* batch size (the papers quote it that way: VLM 256, SimVTP 1024,
+All-in-one 4096); the per-device batch and the number of gradient-accumulation steps are derived
+from the number of processes and the per-device memory cap ``max_per_device_batch`` by
+:func:`derive_batch`, so that ``global = per_device * num_processes * accumulation`` exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRECISIONS: tuple[str, ...] = ("no", "bf16", "fp16")
+SCHEDULES: tuple[str, ...] = ("cosine", "linear", "polynomial", "constant")
+RESUME_MODES: tuple[str, ...] = ("auto", "never")
+
+
+class ConfigError(ValueError):
+    """A training configuration has an unknown key or an unaccepted value."""
+
+
+@dataclass
+class ComponentSpec:
+    """A registered component and its keyword arguments.
+
+    ``name`` is a registry name (``create_model(name)`` / ``vlbook.data.build_dataset(name)``)
+    or an import path ``"package.module:function"`` that returns the component.
+    """
+
+    name: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see the module docstring for batch derivation).
+
+    Schedules (``schedule``): linear warm-up over ``warmup_steps`` and then ``cosine``,
+    ``linear`` or ``polynomial`` (power ``poly_power``) decay to ``min_lr_ratio * lr`` at
+    ``total_steps``; ``constant`` keeps the peak after warm-up.
+    """
+
+    model: ComponentSpec = field(default_factory=ComponentSpec)
+    data: ComponentSpec = field(default_factory=ComponentSpec)
+    # batch
+    global_batch_size: int = 8
+    max_per_device_batch: int | None = None
+    drop_last: bool = True
+    num_workers: int = 0
+    # optimiser (AdamW)
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    layer_decay: float = 1.0
+    no_weight_decay: list[str] = field(default_factory=list)
+    # schedule
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    poly_power: float = 1.0
+    min_lr_ratio: float = 0.0
+    # length: total_steps wins over epochs when both are set
+    total_steps: int | None = None
+    epochs: float | None = None
+    max_steps_this_run: int | None = None
+    # numerics
+    precision: str = "no"
+    clip_grad_norm: float | None = None
+    seed: int = 0
+    # output
+    output_dir: str = ""
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    log_every: int = 10
+    progress_bar: bool = True
+    tensorboard: bool = True
+    # evaluation hook: "module:function" called as fn(model, accelerator, step) -> dict
+    eval_every: int = 0
+    eval_fn: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ComponentSpec(**self.model)
+        if isinstance(self.data, dict):
+            self.data = ComponentSpec(**self.data)
+        if isinstance(self.model, str):
+            self.model = ComponentSpec(self.model)
+        if isinstance(self.data, str):
+            self.data = ComponentSpec(self.data)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field when a value is not accepted."""
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r}; accepted: {PRECISIONS}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r}; accepted: {SCHEDULES}")
+        if self.resume not in RESUME_MODES and not Path(self.resume).exists():
+            raise ConfigError(
+                f"resume={self.resume!r}: expected one of {RESUME_MODES} or an existing "
+                "checkpoint directory"
+            )
+        if self.global_batch_size < 1:
+            raise ConfigError(f"global_batch_size={self.global_batch_size}; expected >= 1")
+        if self.max_per_device_batch is not None and self.max_per_device_batch < 1:
+            raise ConfigError(f"max_per_device_batch={self.max_per_device_batch}; expected >= 1")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas={self.betas}; expected two numbers in [0, 1)")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"layer_decay={self.layer_decay}; expected a number in (0, 1]")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps={self.warmup_steps}; expected >= 0")
+        if self.total_steps is None and self.epochs is None:
+            raise ConfigError("set total_steps or epochs (the run length)")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ConfigError(f"total_steps={self.total_steps}; expected >= 1")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise ConfigError(f"clip_grad_norm={self.clip_grad_norm}; expected > 0 or null")
+
+    # ---------------------------------------------------------------- YAML round trip
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training config key(s) {unknown}; known keys: {sorted(known)}"
+            )
+        return cls(**values)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values)}")
+        try:
+            return cls.from_dict(values)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> TrainConfig:
+        """A copy with ``key=value`` overrides (dotted keys reach into ``model``/``data``).
+
+        Values are parsed as YAML, so ``lr=3e-4``, ``betas=[0.9,0.98]`` and
+        ``model.kwargs.dim=64`` do what they say.
+        """
+        values = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else map(_split, overrides)
+        for key, value in items:
+            node = values
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {key!r}: {part!r} is not a section")
+                node = node[part]
+            top_level = len(parts) == 1
+            if top_level and parts[0] not in values:
+                raise ConfigError(f"override {key!r}: unknown key; known: {sorted(values)}")
+            node[parts[-1]] = value
+        return TrainConfig.from_dict(values)
+
+
+def _split(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a global batch is split: ``global = per_device * num_processes * accumulation``."""
+
+    global_batch_size: int
+    per_device_batch: int
+    num_processes: int
+    accumulation_steps: int
+
+
+def derive_batch(
+    global_batch_size: int, num_processes: int, max_per_device_batch: int | None = None
+) -> BatchPlan:
+    """Split ``global_batch_size`` over processes and accumulation steps.
+
+    Uses the fewest accumulation steps whose per-device batch fits ``max_per_device_batch``
+    and divides the per-process share exactly (so the global batch is never silently changed).
+    """
+    if num_processes < 1:
+        raise ConfigError(f"num_processes={num_processes}; expected >= 1")
+    if global_batch_size % num_processes:
+        raise ConfigError(
+            f"global_batch_size={global_batch_size} is not divisible by "
+            f"num_processes={num_processes}"
+        )
+    per_process = global_batch_size // num_processes
+    cap = per_process if max_per_device_batch is None else max_per_device_batch
+    accumulation = max(1, math.ceil(per_process / cap))
+    while per_process % accumulation:
+        accumulation += 1
+    return BatchPlan(global_batch_size, per_process // accumulation, num_processes, accumulation)
