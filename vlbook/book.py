@@ -96,7 +96,10 @@ def _mathjax(stage: Path, cache: Path) -> str | None:
         if proc.returncode != 0 or not target.exists():
             print(f"warning: npm could not install mathjax@3: {proc.stderr.strip()[-300:]}")
             return None
-    dest = stage / "mathjax"
+    # Sphinx copies the folders of html_static_path into _static/ and resolves a relative
+    # mathjax_path against _static/. (The book's own _static/ is not used: Jupyter Book adds a
+    # script tag for every .js file found there.)
+    dest = stage / "_mathjax_static" / "mathjax"
     if not dest.exists():
         shutil.copytree(target, dest)
     return "mathjax/tex-chtml.js"
@@ -106,7 +109,7 @@ def stage_book(scale: str, stage: Path) -> Path:
     """Copy the book's sources into ``stage`` (fresh, but keeping a previous ``_build``)."""
     stage.mkdir(parents=True, exist_ok=True)
     for item in stage.iterdir():
-        if item.name in ("_build", "mathjax"):
+        if item.name in ("_build", "_mathjax_static"):
             continue
         shutil.rmtree(item) if item.is_dir() else item.unlink()
     for item in BOOK_SRC.iterdir():
@@ -164,12 +167,18 @@ def build(
     mathjax = _mathjax(stage, REPO_ROOT / "build" / "npm")
     text = config.read_text()
     if mathjax:
-        text = text.replace("# mathjax_path: set by vlbook.book", f"mathjax_path: {mathjax}")
+        text = text.replace(
+            "# mathjax_path: set by vlbook.book",
+            f"mathjax_path: {mathjax}\n    html_static_path: [_mathjax_static]",
+        )
     else:
         print("warning: MathJax could not be installed from npm; equations need the CDN online")
     config.write_text(text)
     jb = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jb if jb.exists() else "jupyter-book"), "build", str(stage), "--builder", "html"]
+    cmd = [
+        str(jb if jb.exists() else "jupyter-book"), "build", str(stage), "--builder", "html",
+        "-W", "--keep-going",
+    ]
     print("[book] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     html_dir = stage / "_build" / "html"
@@ -207,9 +216,11 @@ class HtmlReport:
     def summary(self) -> str:
         lines = [f"[check] browser: {self.browser or 'none (static checks only)'}"]
         for page, info in self.pages.items():
-            lines.append(
-                f"[check] {page}: {info['images']} images, title {info.get('title', '?')!r}"
+            seen = (
+                f", rendered {info['rendered_images']} images and {info['equations']} equations"
+                if "rendered_images" in info else ""
             )
+            lines.append(f"[check] {page}: {info['images']} <img> tags{seen}")
         for shot in self.screenshots:
             lines.append(f"[check] screenshot {shot}")
         return "\n".join(lines)
@@ -279,6 +290,17 @@ async def _cdp_pages(ws_url: str, urls: list[str], shots: list[Path]) -> list[di
         )
         res = await call("Runtime.evaluate", expression=probe, awaitPromise=True)
         info = json.loads(res["result"]["value"])
+        # Equations: every MathJax-marked element must have been typeset (MathJax is async).
+        count = (
+            "JSON.stringify([document.querySelectorAll('.math').length,"
+            " document.querySelectorAll('mjx-container').length])"
+        )
+        for _ in range(100):
+            res = await call("Runtime.evaluate", expression=count)
+            info["math"], info["typeset"] = json.loads(res["result"]["value"])
+            if info["typeset"] >= info["math"]:
+                break
+            await asyncio.sleep(0.1)
         png = await call("Page.captureScreenshot", format="png")
         shot.write_bytes(base64.b64decode(png["data"]))
         results.append(info)
@@ -310,8 +332,8 @@ def check_html(
         return HtmlReport(info, [], None)
     screenshot_dir = Path(screenshot_dir or html_dir.parent / "screenshots")
     screenshot_dir.mkdir(parents=True, exist_ok=True)
-    # index.html is a redirect to the first page; load the first page directly too.
-    browse = pages[1:3] if len(pages) > 2 else pages
+    # The front page and the first chapter.
+    browse = pages[:2]
     shots = [screenshot_dir / (Path(p).stem + ".png") for p in browse]
     port = _free_port()
     with tempfile.TemporaryDirectory() as profile:
@@ -349,9 +371,16 @@ def check_html(
     for page, result in zip(browse, seen):
         if result["broken"]:
             raise HtmlCheckError(f"{page}: images failed to load in Chromium: {result['broken']}")
+        if result["typeset"] < result["math"]:
+            raise HtmlCheckError(
+                f"{page}: {result['math'] - result['typeset']} of {result['math']} equations were "
+                "not typeset (MathJax did not load)"
+            )
         if result["text"] < 200:
             raise HtmlCheckError(f"{page}: the page rendered almost no text ({result['text']})")
-        info[page].update(title=result["title"], rendered_images=result["images"])
+        info[page].update(
+            title=result["title"], rendered_images=result["images"], equations=result["typeset"]
+        )
     return HtmlReport(info, shots, chromium)
 
 

@@ -163,8 +163,8 @@ def _context_card(ctx: NotebookContext) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     parts = [f"{k}={v!r}" for k, v in ctx.params.items() if v not in ("", None)]
     return (
-        f"vlbook · {ctx.chapter} · {' '.join(parts)} · torch {torch.__version__} on {device} "
-        f"· python {sys.version.split()[0]}"
+        f"vlbook · {ctx.chapter} · {' '.join(parts)}\n"
+        f"torch {torch.__version__.split('+')[0]} on {device} · python {sys.version.split()[0]}"
     )
 
 
