@@ -204,9 +204,7 @@ def video_info(path: str | Path, backend: str = "auto") -> VideoInfo:
         reader.close()
 
 
-def read_frames(
-    path: str | Path, indices: Sequence[int], backend: str = "auto"
-) -> np.ndarray:
+def read_frames(path: str | Path, indices: Sequence[int], backend: str = "auto") -> np.ndarray:
     """Frames ``indices`` of the video at ``path`` as uint8 RGB ``(T, H, W, 3)``.
 
     Indices may repeat and need not be sorted. Raises :class:`VideoDecodeError` when the file

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Convert the official webvid2m files in <data>/webvid2m/raw/ to vlbook's unified annotations.
+
+Same as ``vlbook-data prepare webvid2m [--root DIR] [--overwrite] [--keep-missing]``; see
+``vlbook-data info webvid2m`` for sources, licence, expected counts and the evaluation split, and
+data_scripts/README.md for the expected raw layout.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from vlbook.data.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["prepare", "webvid2m", *sys.argv[1:]]))
