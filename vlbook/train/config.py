@@ -25,6 +25,9 @@ SCHEDULES: tuple[str, ...] = ("cosine", "linear", "polynomial", "constant")
 RESUME_MODES: tuple[str, ...] = ("auto", "never")
 
 
+_NUMERIC_FIELDS = {"float": float, "float | None": float, "int": int, "int | None": int}
+
+
 class ConfigError(ValueError):
     """A training configuration has an unknown key or an unaccepted value."""
 
@@ -80,6 +83,7 @@ class TrainConfig:
     # output
     output_dir: str = ""
     checkpoint_every: int = 0
+    checkpoint_on_stop: bool = True
     keep_checkpoints: int = 2
     resume: str = "auto"
     log_every: int = 10
@@ -98,8 +102,27 @@ class TrainConfig:
             self.model = ComponentSpec(self.model)
         if isinstance(self.data, str):
             self.data = ComponentSpec(self.data)
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self._coerce_numbers()
         self.validate()
+
+    def _coerce_numbers(self) -> None:
+        # YAML 1.1 (PyYAML) reads "1e-4" as a string: convert numeric fields, or name them.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = _NUMERIC_FIELDS.get(str(f.type))
+            if kind is None or value is None or isinstance(value, bool):
+                continue
+            try:
+                if kind is float and isinstance(value, (str, int)):
+                    setattr(self, f.name, float(value))
+                elif kind is int and isinstance(value, str):
+                    setattr(self, f.name, int(value))
+            except ValueError as err:
+                raise ConfigError(f"{f.name}={value!r}: expected a number") from err
+        try:
+            self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"betas={self.betas!r}: expected two numbers") from err
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field when a value is not accepted."""
