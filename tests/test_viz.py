@@ -1,0 +1,133 @@
+"""Figures of vlbook.viz: right number of panels, masks drawn exactly, PNGs written."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vlbook import viz  # noqa: E402
+from vlbook.nn import Transformer, TubeletEmbed, capture_attention  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    viz.set_style()
+    yield
+    plt.close("all")
+
+
+def _frames(t=4, h=32, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def test_denormalize_inverts_imagenet_normalisation():
+    frames = _frames(2, 8, 8)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(viz.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(viz.IMAGENET_STD).view(1, 3, 1, 1)
+    back = viz.denormalize((x - mean) / std)
+    assert back.dtype == np.uint8 and np.array_equal(back, frames)
+    assert np.array_equal(viz.to_uint8_frames((x - mean) / std), frames)
+    with pytest.raises(ValueError, match="denormalize expects"):
+        viz.denormalize(torch.zeros(2, 4, 8, 8))
+
+
+def test_mask_overlay_marks_exactly_the_masked_patches(tmp_path):
+    frames = _frames(4, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.rand(2 * 4 * 4, generator=gen) > 0.5  # tubelet 2, patch 8: 2x4x4 tokens
+    fig = viz.plot_mask_overlay(frames, mask, patch_size=8, tubelet_size=2,
+                                path=tmp_path / "mask.png")
+    assert len(fig.axes) == 4
+    grid = mask.reshape(2, 4, 4).numpy()
+    for i, ax in enumerate(fig.axes):
+        assert len(ax.images) == 2
+        assert np.array_equal(ax.images[0].get_array(), frames[i])
+        alpha = np.asarray(ax.images[1].get_array())[..., 3]
+        expected = np.kron(grid[i // 2], np.ones((8, 8))) > 0  # token (t, h, w) -> pixels
+        assert np.array_equal(alpha > 0, expected)
+    assert (tmp_path / "mask.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="2x4x4 = 32 tokens"):
+        viz.plot_mask_overlay(frames, mask[:10], patch_size=8, tubelet_size=2)
+
+
+def test_apply_mask_and_unpatchify_round_trip_with_tubelet_layout():
+    frames = _frames(2, 8, 8)
+    mask = torch.tensor([True, False, False, True])  # one tubelet of 2 frames, 2x2 patches
+    masked = viz.apply_mask(frames, mask, patch_size=4, tubelet_size=2)
+    assert np.all(masked[:, :4, :4] == 127) and np.all(masked[:, 4:, 4:] == 127)
+    assert np.array_equal(masked[:, :4, 4:], frames[:, :4, 4:])
+    # patchify in the VideoMAE layout 'c (t p0) (h p1) (w p2) -> (t h w) (p0 p1 p2 c)' and back
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, C, H, W)
+    x = video.permute(1, 0, 2, 3).reshape(3, 1, 2, 2, 4, 2, 4)  # c, gt, t, gh, p, gw, p
+    patches = x.permute(1, 3, 5, 2, 4, 6, 0).reshape(4, 2 * 4 * 4 * 3)
+    assert torch.equal(viz.unpatchify(patches, (1, 2, 2), 4, 2), video)
+
+
+def test_attention_grid_from_captured_store_draws_boundaries(tmp_path):
+    torch.manual_seed(0)
+    model = Transformer(16, depth=2, num_heads=4).eval()
+    with capture_attention(model) as store:
+        model(torch.randn(1, 7, 16))
+    fig = viz.plot_attention_grid(store, boundaries=[3], segment_names=["text", "video"],
+                                  path=tmp_path / "grid.png")
+    assert len(fig.axes) == 2 * 4
+    ax = fig.axes[0]
+    assert np.allclose(ax.images[0].get_array(), store["blocks.0.attn"][0, 0].numpy())
+    lines = {(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines}
+    assert ((2.5, 2.5), (0, 1)) in lines and ((0, 1), (2.5, 2.5)) in lines
+    assert (tmp_path / "grid.png").exists()
+    fig2 = viz.plot_attention_grid(torch.rand(3, 2, 5, 5), heads=[1])
+    assert len(fig2.axes) == 3
+
+
+def test_text_to_patch_attention_one_panel_per_frame():
+    frames = _frames(4, 32, 32)
+    weights = torch.zeros(2 * 4 * 4)
+    weights[5] = 1.0  # tubelet 0, row 1, column 1
+    fig = viz.plot_text_to_patch_attention(frames, weights, grid_hw=(4, 4), token="dog")
+    assert len(fig.axes) == 4
+    heat = np.asarray(fig.axes[1].images[1].get_array())
+    assert heat.shape == (4, 4) and heat[1, 1] == 1.0 and heat.sum() == 1.0
+    assert np.asarray(fig.axes[2].images[1].get_array()).sum() == 0.0  # tubelet 1: no weight
+    with pytest.raises(ValueError, match="do not divide 4 frames"):
+        viz.plot_text_to_patch_attention(frames, torch.rand(3 * 16), grid_hw=(4, 4))
+
+
+def test_reconstruction_and_clip_grid_layouts(tmp_path):
+    frames = _frames(3, 16, 16)
+    video = torch.randn(3, 3, 16, 16)  # a normalised tensor is accepted too
+    fig = viz.plot_reconstruction(frames, frames, video, path=tmp_path / "rec.png")
+    assert len(fig.axes) == 9 and all(len(ax.images) == 1 for ax in fig.axes)
+    assert fig.axes[3].get_ylabel() == "masked"
+    with pytest.raises(ValueError, match="same shape"):
+        viz.plot_reconstruction(frames, frames[:2], frames)
+    grid = viz.plot_clip_grid([_frames(8, 16, 16), _frames(2, 16, 16)],
+                              ["a dog runs on the beach", "a man plays guitar"], max_frames=4)
+    assert len(grid.axes) == 8
+    assert sum(len(ax.images) for ax in grid.axes) == 4 + 2
+    assert grid.axes[0].get_title(loc="left") == "a dog runs on the beach"
+    with pytest.raises(ValueError, match="2 clips but 1 captions"):
+        viz.plot_clip_grid([frames, frames], ["one"])
+    with pytest.raises(ValueError, match="PNG"):
+        viz.save_figure(grid, tmp_path / "grid.jpg")
+
+
+def test_tubelet_tokens_and_overlay_agree():
+    """A mask built from TubeletEmbed's token order lands on the patches those tokens cover."""
+    emb = TubeletEmbed(img_size=16, patch_size=8, tubelet_size=2, in_chans=3, embed_dim=4,
+                       num_frames=4)
+    video = torch.zeros(1, 4, 3, 16, 16)
+    video[0, 2:, :, 8:, :8] = 1.0  # tubelet 1, row 1, column 0
+    tokens = emb(video)[0]
+    lit = (tokens - emb(torch.zeros_like(video))[0]).abs().sum(-1) > 0
+    pixels = viz.mask_to_pixels(lit, 4, 16, 16, patch_size=8, tubelet_size=2)
+    expected = np.zeros((4, 16, 16), dtype=bool)
+    expected[2:, 8:, :8] = True
+    assert np.array_equal(pixels, expected)
