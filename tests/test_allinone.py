@@ -1,0 +1,465 @@
+"""All-in-one (vlbook.models.allinone): sizes, token rolling, objectives, heads, converter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vlbook.models import create_model  # noqa: E402
+from vlbook.models.allinone import (  # noqa: E402
+    AllInOne,
+    AllInOneConfig,
+    RollingPlan,
+    channel_shift,
+    convert_official_state_dict,
+    load_official_checkpoint,
+    load_timm_backbone,
+    rolled_share,
+    rolling_plan,
+    temporal_roll,
+    word_ids_from_continuations,
+)
+
+
+def tiny_config(**overrides) -> AllInOneConfig:
+    base = dict(embed_dim=32, depth=2, num_heads=2, image_size=16, patch_size=8,
+                vocab_size=50, max_text_len=8, drop_path_rate=0.0, shuffle_patches=False,
+                mask_token_id=3, special_token_ids=(0, 1, 2, 3))
+    return AllInOneConfig(**{**base, **overrides})
+
+
+def make_batch(config: AllInOneConfig, batch_size: int = 4, frames: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return AllInOne(config).example_batch(batch_size, frames=frames, text_len=6, generator=gen)
+
+
+# ---------------------------------------------------------------- Table 1 parameter counts
+
+
+@pytest.mark.parametrize(
+    ("name", "paper_millions"),
+    [("allinone_tiny", 12), ("allinone_small", 33), ("allinone_base", 110)],
+)
+def test_paper_variants_match_table1_parameter_counts(name, paper_millions):
+    """Table 1 (12 M / 33 M / 110 M) counts backbone + text embeddings + pooler + VTM head.
+
+    Tolerance 6 % (the paper rounds to whole millions: Ti is 11.4 M). The MLM head (untied
+    decoder, ~V x D) and the VTC projections are excluded; with the MLM head B would be 134 M.
+    """
+    with torch.device("meta"):
+        model = create_model(name)
+    count = model.table1_parameter_count() / 1e6
+    assert abs(count - paper_millions) / paper_millions < 0.06, count
+    total = sum(p.numel() for p in model.parameters()) / 1e6
+    assert total - count > 0.15 * count  # the excluded MLM head is a large share
+    assert model.config.num_frames == 3 and model.config.num_patches == 196
+
+
+def test_variant_shapes_follow_deit_and_vit():
+    with torch.device("meta"):
+        small = create_model("allinone_small")
+        base = create_model("allinone_base")
+    assert small.transformer.pos_embed.shape == (1, 198, 384)  # CLS + distillation + 196
+    assert base.transformer.pos_embed.shape == (1, 197, 768)
+    assert base.transformer.temporal_embed.shape == (1, 3, 768)
+    assert len(base.transformer.blocks) == 12
+    assert base.text_embeddings.position_embeddings.weight.shape == (40, 768)
+
+
+# ---------------------------------------------------------------- token rolling
+
+
+def coded_tokens(batch: int, frames: int, tokens: int) -> torch.Tensor:
+    """Token value = 100 * frame + position (same in every channel), shape (B*S, N, 2)."""
+    t = torch.arange(frames).view(1, frames, 1, 1) * 100
+    n = torch.arange(tokens).view(1, 1, tokens, 1)
+    return (t + n).expand(batch, frames, tokens, 2).reshape(batch * frames, tokens, 2).float()
+
+
+def test_code_rolling_hand_computed_case():
+    # 9 image tokens (CLS + 8 patches), ratio 0.5: fold = floor(9 * 0.5 / 2) = 2
+    plan = rolling_plan(9, ratio=0.5, layout="code")
+    assert plan.forward.tolist() == [1, 2] and plan.backward.tolist() == [7, 8]
+    out = temporal_roll(coded_tokens(1, 3, 9), 3, plan)[..., 0].view(3, 9)
+    expected = torch.tensor([
+        # frame 0: tokens 1-2 come from frame 2 (circular), tokens 7-8 from frame 1
+        [0, 201, 202, 3, 4, 5, 6, 107, 108],
+        # frame 1: 1-2 from frame 0, 7-8 from frame 2
+        [100, 1, 2, 103, 104, 105, 106, 207, 208],
+        # frame 2: 1-2 from frame 1, 7-8 from frame 0
+        [200, 101, 102, 203, 204, 205, 206, 7, 8],
+    ]).float()
+    assert torch.equal(out, expected)
+
+
+def test_code_rolling_of_vit_b_moves_24_plus_24_of_197_tokens():
+    plan = rolling_plan(197, ratio=0.25, layout="code")
+    assert plan.forward.tolist() == list(range(1, 25))
+    assert plan.backward.tolist() == list(range(173, 197))
+    config = AllInOneConfig()
+    assert rolled_share(config) == pytest.approx(48 / 197)
+
+
+def test_paper_rolling_moves_one_block_forward():
+    plan = rolling_plan(197, ratio=0.25, layout="paper")
+    assert plan.forward.tolist() == list(range(1, 50))  # 49 = 25 % of 196 patches
+    assert plan.backward.numel() == 0
+    out = temporal_roll(coded_tokens(2, 3, 197), 3, plan)[..., 0].view(2, 3, 197)
+    assert torch.equal(out[:, 1, 1:50], torch.arange(1, 50).float().expand(2, 49))
+    assert torch.equal(out[:, 1, 50:], 100 + torch.arange(50, 197).float().expand(2, 147))
+    assert torch.equal(out[:, :, 0], torch.tensor([0.0, 100, 200]).expand(2, 3))  # CLS stays
+
+
+def test_rolling_off_is_identity():
+    x = torch.randn(6, 9, 4)
+    assert rolling_plan(9, ratio=0.0).moved == 0
+    assert torch.equal(temporal_roll(x, 3, rolling_plan(9, ratio=0.0)), x)
+    config = tiny_config(roll_ratio=0.0)
+    model = AllInOne(config).eval()
+    batch = make_batch(config)
+    rolled_off = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    model.config.temporal = "time_average"
+    plain = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(rolled_off.hidden, plain.hidden, atol=1e-6)
+    model.config.temporal, model.config.roll_ratio = "rolling", 0.5
+    rolled = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    assert not torch.allclose(rolled.hidden, plain.hidden, atol=1e-4)
+
+
+def test_rolling_start_layer_skips_early_blocks():
+    config = tiny_config(roll_ratio=0.5, depth=2, roll_start_layer=2)  # no block rolls
+    model = AllInOne(config).eval()
+    batch = make_batch(config)
+    late = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    model.config.temporal = "time_average"
+    plain = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(late.hidden, plain.hidden, atol=1e-6)
+
+
+def test_random_and_varying_selection():
+    gen = torch.Generator().manual_seed(0)
+    a = rolling_plan(65, ratio=0.25, selection="random", generator=gen)
+    b = rolling_plan(65, ratio=0.25, selection="random", generator=gen)
+    block = rolling_plan(65, ratio=0.25)
+    for plan in (a, b):
+        assert plan.moved == block.moved == 16
+        chosen = torch.cat([plan.forward, plan.backward])
+        assert chosen.unique().numel() == 16 and int(chosen.min()) >= 1  # CLS never moves
+    assert not torch.equal(torch.cat([a.forward, a.backward]), torch.cat([b.forward, b.backward]))
+    layers = [rolling_plan(65, ratio=0.25, selection="varying", layer=i) for i in range(5)]
+    groups = [torch.cat([p.forward, p.backward]).tolist() for p in layers]
+    assert groups[0] == list(range(1, 17)) and groups[1] == list(range(17, 33))
+    assert groups[4] == groups[0]  # 64 patches / 16 per group: cycles after 4 layers
+
+
+def test_rolling_plan_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="ratio"):
+        rolling_plan(197, ratio=1.5)
+    with pytest.raises(ValueError, match="selection"):
+        rolling_plan(197, selection="diagonal")
+    with pytest.raises(ValueError, match="B\\*S"):
+        temporal_roll(torch.zeros(5, 9, 2), 3, RollingPlan(torch.tensor([1]), torch.tensor([2])))
+    with pytest.raises(ValueError, match="temporal"):
+        AllInOneConfig(temporal="timesformer")
+
+
+def test_channel_shift_hand_computed_case():
+    # 2 clips x 3 frames, 2 tokens (CLS + 1 patch), 8 channels; ratio 0.5: 2 + 2 channels move
+    x = torch.arange(3).float().view(1, 3, 1, 1).expand(2, 3, 2, 8).reshape(6, 2, 8) + 1
+    out = channel_shift(x, 3, ratio=0.5).view(2, 3, 2, 8)
+    patch = out[0, :, 1]
+    assert patch[:, :2].tolist() == [[0, 0], [1, 1], [2, 2]]  # from t-1, zero at t=0
+    assert patch[:, 2:4].tolist() == [[2, 2], [3, 3], [0, 0]]  # from t+1, zero at the end
+    assert patch[:, 4:].tolist() == [[1] * 4, [2] * 4, [3] * 4]
+    assert torch.equal(out[:, :, 0], x.view(2, 3, 2, 8)[:, :, 0])  # CLS unchanged
+
+
+@pytest.mark.parametrize("temporal", ["rolling", "time_average", "channel_shift", "flatten",
+                                      "single_frame"])
+def test_temporal_alternatives_shapes(temporal):
+    config = tiny_config(temporal=temporal)
+    model = AllInOne(config).eval()
+    batch = make_batch(config, batch_size=2)
+    out = model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    n = config.num_image_tokens  # 1 + 4
+    video_tokens = 3 * n if temporal == "flatten" else n
+    assert out.hidden.shape == (2, 6 + video_tokens, 32)
+    assert out.text_hidden.shape == (2, 6, 32) and out.pooled.shape == (2, 32)
+    assert out.frames == (1 if temporal == "single_frame" else 3)
+
+
+def test_flatten_attends_across_frames_and_per_frame_mode_does_not():
+    """Flatten: one sequence, so the text CLS sees every frame in one attention."""
+    from vlbook.nn import capture_attention
+
+    config = tiny_config(temporal="flatten")
+    model = AllInOne(config).eval()
+    batch = make_batch(config, batch_size=2)
+    with capture_attention(model) as store:
+        model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    weights = store["transformer.blocks.0.attn"]
+    assert weights.shape == (2, 2, 6 + 15, 6 + 15)
+    model.config.temporal = "rolling"
+    with capture_attention(model) as store:
+        model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    weights = store["transformer.blocks.1.attn"]
+    assert weights.shape == (6, 2, 11, 11)  # B*S sequences of text + one frame
+    assert torch.allclose(weights.sum(-1), torch.ones(6, 2, 11), atol=1e-5)
+
+
+def test_padding_is_not_attended():
+    from vlbook.nn import capture_attention
+
+    config = tiny_config()
+    model = AllInOne(config).eval()
+    batch = make_batch(config, batch_size=2)
+    batch["attention_mask"][:, 4:] = 0
+    with capture_attention(model) as store:
+        model.forward_joint(batch["video"], batch["input_ids"], batch["attention_mask"])
+    assert float(store["transformer.blocks.0.attn"][..., 4:6].abs().max()) < 1e-6
+
+
+def test_shuffled_patches_report_their_order():
+    config = tiny_config(shuffle_patches=True)
+    model = AllInOne(config).eval()
+    batch = make_batch(config, batch_size=2)
+    out = model.forward_video(batch["video"])
+    assert out.patch_order.shape == (6, 4)
+    assert torch.equal(out.patch_order.sort(dim=1).values, torch.arange(4).expand(6, 4))
+    # without rolling the order does not matter (attention is permutation-equivariant)
+    raster = model.forward_video(batch["video"], shuffle=False)
+    assert torch.allclose(out.hidden[:, 0], raster.hidden[:, 0], atol=1e-5)
+
+
+# ---------------------------------------------------------------- objectives and heads
+
+
+def test_word_ids_from_continuations():
+    table = torch.tensor([False, False, False, True, False])  # id 3 is a "##" piece
+    ids = torch.tensor([[1, 2, 3, 3, 4, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    assert word_ids_from_continuations(ids, table, mask).tolist() == [[0, 1, 1, 1, 2, -1]]
+
+
+def test_pretrain_step_returns_vtm_and_mlm():
+    config = tiny_config()
+    model = AllInOne(config)
+    torch.manual_seed(0)
+    out = model(make_batch(config, batch_size=4))
+    assert set(out) >= {"loss", "loss_mlm", "loss_vtm", "acc_vtm"}
+    assert torch.allclose(out["loss"].detach(), out["loss_mlm"] + out["loss_vtm"])
+    assert abs(float(out["loss_vtm"]) - 0.693) < 0.2  # 2-way CE at initialisation
+    out["loss"].backward()
+    assert model.vtm_head.fc.weight.grad is not None
+    assert model.mlm_head.decoder.weight.grad is not None
+
+
+def test_vtc_weight_adds_contrastive_loss():
+    config = tiny_config(vtc_weight=1.0, mlm_weight=0.0, vtm_weight=0.0)
+    model = AllInOne(config)
+    out = model(make_batch(config))
+    assert set(out) == {"loss", "loss_vtc"}
+    assert float(out["loss_vtc"]) > 0
+
+
+def test_toy_model_loss_decreases_on_a_fixed_batch():
+    """8 clips of 4 classes: a class pattern for the video, class words for the caption."""
+    torch.manual_seed(0)
+    config = tiny_config(embed_dim=48, num_heads=3, mlm_probability=0.3)
+    model = AllInOne(config)
+    gen = torch.Generator().manual_seed(1)
+    classes = torch.arange(8) % 4
+    patterns = torch.randn(4, 3, 3, 16, 16, generator=gen)
+    video = patterns[classes] + 0.1 * torch.randn(8, 3, 3, 16, 16, generator=gen)
+    words = torch.randint(4, 50, (4, 4), generator=gen)
+    ids = torch.cat([torch.ones(8, 1).long(), words[classes], torch.full((8, 1), 2)], dim=1)
+    batch = {"video": video, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "video_index": classes}  # same class = same id: never drawn as a negative
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses, mlm = [], []
+    for _ in range(50):
+        out = model(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(float(out["loss"].detach()))
+        mlm.append(float(out["loss_mlm"]))
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+    assert sum(mlm[-5:]) / 5 < 0.5 * sum(mlm[:5]) / 5, mlm
+
+
+def test_multiple_choice_and_qa_heads():
+    config = tiny_config(num_answers=7)
+    model = AllInOne(config).eval()
+    batch = make_batch(config, batch_size=2)
+    options = torch.randint(4, 50, (2, 5, 6))
+    mc = model.score_options(batch["video"], options, torch.ones_like(options))
+    assert mc.scores.shape == (2, 5) and torch.equal(mc.prediction, mc.scores.argmax(1))
+    # the score of option k is the VTM match logit of (video, option k)
+    single = model.match_logits(batch["video"][:1], options[0, 2:3], torch.ones(1, 6).long())
+    assert torch.allclose(mc.scores[0, 2], single[0, 1], atol=1e-5)
+    logits = model.answer_logits(batch["video"], batch["input_ids"], batch["attention_mask"])
+    assert logits.shape == (2, 7)
+    model.build_classifier(4)
+    assert model.classify(batch["video"]).shape == (2, 4)
+    assert model.linear_probe_features(batch["video"]).shape == (2, 32)
+    v = model.encode_video(batch["video"])
+    t = model.encode_text(batch["input_ids"], batch["attention_mask"])
+    assert v.shape == t.shape == (2, 512)
+    assert torch.allclose(v.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    config = tiny_config()
+    model = AllInOne(config)
+    batch = make_batch(config)
+    with pytest.raises(ValueError, match="frames"):
+        model.encode_video(torch.zeros(2, 3, 3, 32, 32))
+    with pytest.raises(ValueError, match="num_frames"):
+        model.encode_video(torch.zeros(2, 4, 3, 16, 16))
+    with pytest.raises(ValueError, match="vocab_size"):
+        model.encode_text(torch.full((2, 4), 50), torch.ones(2, 4).long())
+    with pytest.raises(ValueError, match="max_text_len"):
+        model.encode_text(torch.ones(2, 9).long(), torch.ones(2, 9).long())
+    with pytest.raises(KeyError, match="input_ids"):
+        model({"video": batch["video"]})
+
+
+# ---------------------------------------------------------------- weights
+
+
+def official_state_dict(config: AllInOneConfig) -> dict[str, torch.Tensor]:
+    """A fake official All-in-one checkpoint: the released code's names and shapes.
+
+    From ``allinone_module.py`` (BertEmbeddings ``text_embeddings``, ``token_type_embeddings``,
+    ``pooler``, ``itm_score``, ``mlm_score``, ``rank_output``, ``vqa_classifier``),
+    ``heads.py`` and ``base_vision_transformer.py`` (``transformer.*``, ``temporal_embed``).
+    """
+    d, v, h = config.embed_dim, config.vocab_size, int(config.embed_dim * config.mlp_ratio)
+    shapes = {
+        "text_embeddings.position_ids": (1, config.max_text_len),
+        "text_embeddings.word_embeddings.weight": (v, d),
+        "text_embeddings.position_embeddings.weight": (config.max_text_len, d),
+        "text_embeddings.token_type_embeddings.weight": (2, d),
+        "text_embeddings.LayerNorm.weight": (d,),
+        "text_embeddings.LayerNorm.bias": (d,),
+        "token_type_embeddings.weight": (2, d),
+        "transformer.cls_token": (1, 1, d),
+        "transformer.pos_embed": (1, config.num_patches + 1, d),
+        "transformer.temporal_embed": (1, 3, d),
+        "transformer.patch_embed.proj.weight": (d, 3, config.patch_size, config.patch_size),
+        "transformer.patch_embed.proj.bias": (d,),
+        "transformer.norm.weight": (d,),
+        "transformer.norm.bias": (d,),
+        "transformer.head.weight": (1000, d),
+        "transformer.head.bias": (1000,),
+        "pooler.dense.weight": (d, d),
+        "pooler.dense.bias": (d,),
+        "itm_score.fc.weight": (2, d),
+        "itm_score.fc.bias": (2,),
+        "rank_output.weight": (1, d),
+        "rank_output.bias": (1,),
+        "mlm_score.bias": (v,),
+        "mlm_score.transform.dense.weight": (d, d),
+        "mlm_score.transform.dense.bias": (d,),
+        "mlm_score.transform.LayerNorm.weight": (d,),
+        "mlm_score.transform.LayerNorm.bias": (d,),
+        "mlm_score.decoder.weight": (v, d),
+        "txt_proj.weight": (512, d),
+        "txt_proj.bias": (512,),
+        "vid_proj.weight": (512, d),
+        "vid_proj.bias": (512,),
+        "vqa_classifier.1.weight": (d // 2, d),
+        "vqa_classifier.1.bias": (d // 2,),
+        "vqa_classifier.2.weight": (d // 2,),
+        "vqa_classifier.2.bias": (d // 2,),
+        "vqa_classifier.4.weight": (11, d // 2),
+        "vqa_classifier.4.bias": (11,),
+    }
+    for i in range(config.depth):
+        p = f"transformer.blocks.{i}."
+        shapes.update({
+            p + "norm1.weight": (d,), p + "norm1.bias": (d,),
+            p + "attn.qkv.weight": (3 * d, d), p + "attn.qkv.bias": (3 * d,),
+            p + "attn.proj.weight": (d, d), p + "attn.proj.bias": (d,),
+            p + "norm2.weight": (d,), p + "norm2.bias": (d,),
+            p + "mlp.fc1.weight": (h, d), p + "mlp.fc1.bias": (h,),
+            p + "mlp.fc2.weight": (d, h), p + "mlp.fc2.bias": (d,),
+        })
+    gen = torch.Generator().manual_seed(0)
+    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+
+
+def test_converter_covers_every_official_tensor():
+    with torch.device("meta"):
+        model = create_model("allinone_tiny", num_frames=4)
+    official = official_state_dict(model.config)
+    result = convert_official_state_dict({"state_dict": official}, num_frames=4)
+    assert set(result.mapping) | set(result.dropped) == set(official)
+    assert not set(result.mapping) & set(result.dropped)
+    assert set(result.dropped) == {"text_embeddings.position_ids", "transformer.head.weight",
+                                   "transformer.head.bias", "rank_output.weight",
+                                   "rank_output.bias"}
+    own = model.state_dict()
+    model.build_qa_head(11)
+    own = model.state_dict()
+    # every model tensor comes from the checkpoint, with the same shape
+    assert set(result.state_dict) == set(own)
+    for key, value in result.state_dict.items():
+        assert value.shape == own[key].shape, key
+    assert result.mapping["itm_score.fc.weight"] == "vtm_head.fc.weight"
+    assert result.mapping["vqa_classifier.4.bias"] == "qa_head.4.bias"
+    # 3 frames in the checkpoint, 4 in the model: zero-filled as the code's inflation
+    temporal = result.state_dict["transformer.temporal_embed"]
+    assert torch.equal(temporal[:, :3], official["transformer.temporal_embed"])
+    assert torch.equal(temporal[:, 3], torch.zeros_like(temporal[:, 3]))
+
+
+def test_official_checkpoint_loads_values():
+    config = tiny_config(vocab_size=60, max_text_len=8)
+    official = official_state_dict(config)
+    official["module.mpp_score.decoder.weight"] = torch.zeros(768, config.embed_dim)
+    model = AllInOne(config)
+    load_official_checkpoint(model, official)
+    assert torch.equal(model.vtm_head.fc.weight, official["itm_score.fc.weight"])
+    assert torch.equal(model.transformer.blocks[1].mlp.fc2.bias,
+                       official["transformer.blocks.1.mlp.fc2.bias"])
+    assert model.qa_head is not None and model.qa_head[4].out_features == 11
+    with pytest.raises(KeyError, match="no vlbook counterpart"):
+        convert_official_state_dict({"mystery_head.weight": torch.zeros(2)})
+    official["pooler.dense.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="pooler.dense.weight"):
+        load_official_checkpoint(AllInOne(config), official)
+
+
+def test_timm_backbone_loads_from_local_state_dict(tmp_path):
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "deit_tiny.pth"
+    torch.save(vit.state_dict(), path)
+    model = create_model("allinone_tiny", vocab_size=100)
+    loaded = load_timm_backbone(model, path)
+    assert "transformer.blocks.11.mlp.fc2.weight" in loaded
+    assert torch.equal(model.transformer.blocks[3].attn.qkv.weight, vit.blocks[3].attn.qkv.weight)
+    assert torch.equal(model.transformer.pos_embed, vit.pos_embed)
+
+
+@pytest.mark.slow
+def test_paper_size_optimiser_step_on_cpu():
+    torch.manual_seed(0)
+    model = create_model("allinone_base")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,
+                                  betas=(0.9, 0.98))
+    batch = model.example_batch(1, text_len=40)
+    before = model.vtm_head.fc.weight.detach().clone()
+    with pytest.warns(UserWarning, match="no negative"):  # one clip: VTM positives only
+        out = model(batch)
+    assert torch.isfinite(out["loss"])
+    optimizer.zero_grad()
+    out["loss"].backward()
+    optimizer.step()
+    assert not torch.equal(before, model.vtm_head.fc.weight)
