@@ -213,15 +213,6 @@ def test_rendered_motion_goes_the_captioned_way():
 # -- the temporal subset cannot be solved from one frame --------------------------------
 
 
-def _foreground(frames: np.ndarray) -> np.ndarray:
-    """Per-frame features: distance to the frame's median colour, 2x2-pooled (T, 256)."""
-    f = frames.astype(np.float32)
-    bg = np.median(f.reshape(len(f), -1, 3), axis=1)[:, None, None, :]
-    fg = np.abs(f - bg).sum(-1)
-    t, h, w = fg.shape
-    return fg.reshape(t, h // 2, 2, w // 2, 2).mean((2, 4)).reshape(t, -1) / 255.0
-
-
 def _probe_accuracy(x_train, y_train, x_test, y_test, ridge=1.0):
     """Ridge-regression linear probe on +-1 labels; test accuracy."""
 
@@ -248,7 +239,7 @@ def test_temporal_pairs_need_two_frames(pair):
             synthetic.BACKGROUNDS[int(rng.integers(5))],
             32,
         )
-        feats = _foreground(render(scene, 8))
+        feats = synthetic.foreground_features(render(scene, 8))
         single.append(feats[int(rng.integers(8))])  # one frame, at a random time
         double.append(np.concatenate([feats[0], feats[7]]))
         labels.append(label)

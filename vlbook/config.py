@@ -124,10 +124,29 @@ def get_preset(chapter: str, scale: str, **overrides: Any) -> dict[str, Any]:
     """
     if scale not in SCALES:
         raise ParameterError(f"scale={scale!r} is not accepted; accepted values: {SCALES}")
+    ensure_registered(chapter)
     cfg = PRESETS.create(chapter)[scale]
     for key, value in overrides.items():
         _set_dotted(cfg, key, value)
     return cfg
+
+
+def ensure_registered(chapter: str) -> bool:
+    """Import the module that registers ``chapter``'s preset; True if one is registered.
+
+    Paper chapters register in ``vlbook.models.<chapter>``, the others in ``vlbook.presets``.
+    """
+    import importlib
+
+    if chapter not in PRESETS:
+        importlib.import_module("vlbook.presets")
+    if chapter not in PRESETS:
+        try:
+            importlib.import_module(f"vlbook.models.{chapter}")
+        except ModuleNotFoundError as err:
+            if err.name != f"vlbook.models.{chapter}":
+                raise
+    return chapter in PRESETS
 
 
 def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlbook.config import PRESETS, ParameterError, get_preset, validate_parameters
+from vlbook.config import ParameterError, ensure_registered, get_preset, validate_parameters
 
 __all__ = [
     "NotebookContext",
@@ -139,6 +139,7 @@ def setup(chapter: str, params: Mapping[str, Any] | None = None) -> NotebookCont
                 "vlbook.notebook.setup() called outside a notebook: pass params={...}"
             )
         params = parameters_from_history(history)
+    has_preset = ensure_registered(chapter)  # also declares the chapter's extra parameters
     checked = validate_parameters(chapter, dict(params))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -151,7 +152,7 @@ def setup(chapter: str, params: Mapping[str, Any] | None = None) -> NotebookCont
         set_style()
     except ImportError:
         pass
-    preset = get_preset(chapter, checked["scale"]) if chapter in PRESETS else {}
+    preset = get_preset(chapter, checked["scale"]) if has_preset else {}
     ctx = NotebookContext(chapter=chapter, params=checked, preset=preset)
     print(_context_card(ctx))
     return ctx

@@ -857,3 +857,22 @@ def examples(root: str | Path, split: str = "test", n: int = 6) -> list[dict[str
             }
         )
     return out
+
+
+def foreground_features(frames: np.ndarray, pool: int = 2) -> np.ndarray:
+    """Per-frame pixel features of a synthetic clip: distance to the frame's median colour.
+
+    The background of a synthetic clip is one flat colour, so ``|frame - median colour|``
+    summed over RGB is a map of where the objects are; it is average-pooled by ``pool`` and
+    flattened to ``(T, (H/pool)·(W/pool))`` in ``[0, 3]``. A deliberately simple, model-free
+    feature: the intro chapter probes it to show which questions need more than one frame.
+    """
+    f = np.asarray(frames, dtype=np.float32)
+    if f.ndim != 4 or f.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {f.shape}")
+    background = np.median(f.reshape(len(f), -1, 3), axis=1)[:, None, None, :]
+    fg = np.abs(f - background).sum(-1) / 255.0
+    t, h, w = fg.shape
+    h2, w2 = h // pool, w // pool
+    fg = fg[:, : h2 * pool, : w2 * pool].reshape(t, h2, pool, w2, pool).mean((2, 4))
+    return fg.reshape(t, -1)
