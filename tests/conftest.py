@@ -6,7 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import matplotlib
 import pytest
+
+matplotlib.use("Agg")  # in-process plots; notebook kernels get the inline backend
 
 # Before anything imports vlbook.paths users: every test (and every notebook kernel the tests
 # start, which inherits the environment) reads and writes under one temporary root.
@@ -16,7 +19,6 @@ os.environ.setdefault("VLBOOK_RESULTS", str(_ROOT / "results"))
 os.environ.setdefault("VLBOOK_WEIGHTS", str(_ROOT / "weights"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"

@@ -107,6 +107,11 @@ def test_notebook_runs_at_smoke_scale(nb: Path, executed_smoke_notebooks) -> Non
         if o.get("output_type") == "error"
     ]
     assert not errors
+    images = [
+        o for c in cells if c["cell_type"] == "code" for o in c["outputs"]
+        if "image/png" in o.get("data", {})
+    ]
+    assert images, "every chapter shows at least one figure"
     injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and 'scale = "smoke"' in "".join(injected[0]["source"])
 

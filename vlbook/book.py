@@ -64,6 +64,7 @@ def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
         "  - caption: Reference",
         "    chapters:",
         "      - file: ledger",
+        "      - file: benchmarks",
         "      - file: references",
     ]
     path = stage / "_toc.yml"
@@ -77,6 +78,31 @@ def write_ledger(stage: Path) -> Path:
 
     path = stage / "ledger.md"
     path.write_text(ledger_markdown())
+    return path
+
+
+def write_benchmarks(stage: Path) -> Path:
+    """The benchmarks page: every ``results_root()/bench/*.md`` written by ``vlbook.bench``."""
+    from vlbook.paths import results_root
+
+    files = sorted((results_root() / "bench").glob("*.md"))
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `python -m vlbook.bench SUITE` (see `python -m vlbook.bench --help`); each"
+        " section states the machine it was measured on. Timings are measurements, not"
+        " tests: rerun the command on your machine to compare.",
+        "",
+    ]
+    if not files:
+        lines.append("No benchmark has been run yet: `python -m vlbook.bench data` is a start.")
+    for f in files:
+        text = f.read_text().strip()
+        # demote the file's headings one level below the page title
+        text = "\n".join("#" + ln if ln.startswith("#") else ln for ln in text.splitlines())
+        lines += [text, ""]
+    path = stage / "benchmarks.md"
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -163,6 +189,7 @@ def build(
     timings = execute_chapters(scale, stage, chapters, executed)
     write_toc(stage, chapters)
     write_ledger(stage)
+    write_benchmarks(stage)
     config = stage / "_config.yml"
     mathjax = _mathjax(stage, REPO_ROOT / "build" / "npm")
     text = config.read_text()

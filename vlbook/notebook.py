@@ -210,8 +210,11 @@ def execute_notebook(
             f"{path.name}: unknown parameter(s) {unknown}; the notebook accepts {sorted(declared)}"
         )
     output.parent.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("HF_HUB_OFFLINE")
+    # The kernel inherits this process's environment: keep hubs offline unless asked, and make
+    # sure figures are displayed inline (MPLBACKEND=Agg, common in CI, would swallow them).
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "MPLBACKEND")}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     try:
         pm.execute_notebook(
             str(path),
@@ -224,8 +227,11 @@ def execute_notebook(
             execution_timeout=timeout,
         )
     finally:
-        if env_before is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return output
 
 
