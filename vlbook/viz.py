@@ -21,6 +21,8 @@ import torch
 from matplotlib.figure import Figure
 
 from vlbook.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vlbook.data.transforms import denormalize as _denormalize
+from vlbook.losses import unpatchify_video
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -83,9 +85,8 @@ def denormalize(video: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
     if video.dim() != 4 or video.shape[1] != len(mean):
         raise ValueError(f"denormalize expects (T, {len(mean)}, H, W) frames, got "
                          f"{tuple(video.shape)}")
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    pixels = ((video * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = (_denormalize(video, tuple(mean), tuple(std)).clamp(0, 1) * 255).round()
+    pixels = pixels.to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).numpy()
 
 
@@ -148,9 +149,7 @@ def unpatchify(patches: torch.Tensor, grid_size: tuple[int, int, int], patch_siz
     if tuple(patches.shape) != expected:
         raise ValueError(f"patches must be {expected} for grid {grid_size}, patch {p}, tubelet "
                          f"{t}; got {tuple(patches.shape)}")
-    x = patches.reshape(gt, gh, gw, t, p, p, channels)
-    x = x.permute(0, 3, 6, 1, 4, 2, 5)  # (gt, t, C, gh, p, gw, p)
-    return x.reshape(gt * t, channels, gh * p, gw * p)
+    return unpatchify_video(patches[None], grid_size, t, p, channels)[0]
 
 
 def _attention_layers(attn_by_layer: Any, batch_index: int) -> list[tuple[str, np.ndarray]]:
