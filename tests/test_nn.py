@@ -320,3 +320,11 @@ def test_block_and_crossblock_shapes():
     assert blk(torch.randn(2, 3, 8)).shape == (2, 3, 8)
     cb = CrossBlock(8, 2, context_dim=4)
     assert cb(torch.randn(2, 3, 8), torch.randn(2, 7, 4)).shape == (2, 3, 8)
+
+
+def test_transformer_builds_on_the_meta_device_with_linear_drop_path() -> None:
+    with torch.device("meta"):
+        model = Transformer(64, 3, 4, drop_path_rate=0.2)
+    assert all(p.is_meta for p in model.parameters())
+    rates = [block.drop_path1.drop_prob for block in model.blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2])

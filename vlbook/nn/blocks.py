@@ -164,7 +164,8 @@ class Transformer(nn.Module):
                  final_norm: bool = True,
                  norm_layer: Callable[[int], nn.Module] = _layer_norm) -> None:
         super().__init__()
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        # stochastic depth grows linearly with depth (plain Python: works on the meta device)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, rate, init_values,
                   norm_layer)
