@@ -1,0 +1,1358 @@
+"""Unmasked Teacher (UMT): CLIP-guided masked video modelling (Li et al., ICCV 2023).
+
+Stage 1 (UMT Sec. 3.1, Fig. 2, Table 19):
+
+* **Student**: a vanilla ViT without class token; 1x16x16 patches (no temporal downsampling),
+  fixed sine-cosine positions over the ``T*H'*W'`` tokens, joint spatiotemporal attention
+  (``student_attention="spatial"`` restricts attention to each frame, Table 3).
+* **Teacher**: an image model applied frame by frame (CLIP ViT-B/16 or L/14 through
+  transformers, :class:`HFCLIPTeacher`; at toy scale a small CLIP trained on synthetic
+  image-text pairs, :class:`ToyCLIP`). It always sees the whole clip.
+* **Semantic masking (Eq. 1-2)**: the teacher's last-layer CLS-to-patch attention, averaged
+  over heads, is the sampling weight of the tokens that stay visible (80 % masked per frame;
+  ``mask_type="tube"``/``"random"`` are the Table 2 alternatives).
+* **Unmasked token alignment (UTA)**: for each of the last ``K`` student blocks (default 6),
+  the visible tokens go through the shared final LayerNorm, get their sinusoidal positions
+  added, then a per-layer head (Linear -> LayerNorm -> L2 normalise) and are regressed onto the
+  teacher's tokens at the same positions (each teacher layer through CLIP's ``ln_post`` and
+  projection, L2 normalised) with ``2 - 2 cos`` (= MSE of unit vectors).
+* **Table 1 targets**: ``masked_recovery_weight`` adds a VideoMAE-style decoder predicting the
+  teacher's last-layer tokens at the masked positions; ``pixel_weight`` adds normalised-pixel
+  reconstruction (VideoMAE) from the same decoder.
+
+Stage 2 (UMT Sec. 3.2): a BERT text encoder (first ``text_layers`` layers of BERT) and a
+cross-modal decoder (the last ``fusion_layers`` layers, with cross-attention to the video
+tokens), built from transformers ``BertModel``/``BertLayer``. Objectives VTC (soft id-aware
+targets, learnable temperature, mean of both directions) + VTM with hard negatives + MLM at
+50 % + UTA, every one computed on the masked student video; images are single-frame videos
+(``image_mask_ratio`` 0.5 vs 0.8 for videos).
+
+Paper vs released code (``OFFICIAL_CODE_NOTES.md``), code by default: the semantic mask is drawn
+per frame from the (not renormalised) attention; the aligned student tokens pass the shared final
+norm and get positions before the heads (the paper describes "a linear projection"); MLM masks
+SEP as well (only PAD/CLS are excluded).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlbook.config import Param, register_chapter_params, register_preset
+from vlbook.losses import (
+    LearnableTemperature,
+    mlm_loss,
+    normalized_pixel_mse,
+    unmasked_token_alignment,
+    vtc_loss,
+    vtm_loss,
+    vtm_pairs_with_hard_negatives,
+)
+from vlbook.masking import (
+    gather_visible,
+    mask_text_tokens,
+    random_mask,
+    semantic_mask,
+    tube_mask,
+)
+from vlbook.models.base import MODELS, VLModel
+from vlbook.nn import Block, PatchEmbed2d, Transformer, TubeletEmbed, sinusoid_position_table
+
+__all__ = [
+    "MASK_TYPES",
+    "PAPER_GFLOPS",
+    "PAPER_PARAMS_M",
+    "ConversionResult",
+    "HFCLIPTeacher",
+    "TeacherOutput",
+    "ToyCLIP",
+    "ToyCLIPConfig",
+    "UMT",
+    "UMTConfig",
+    "UMTOutput",
+    "UMTStage2Output",
+    "ActionClassifier",
+    "activation_bytes",
+    "chapter_model",
+    "convert_official_state_dict",
+    "heldout_alignment",
+    "load_bert_weights",
+    "load_official_checkpoint",
+    "probe_scores",
+    "student_parameter_count",
+    "synthetic_data",
+    "train_steps",
+    "training_activation_bytes",
+]
+
+MASK_TYPES: tuple[str, ...] = ("semantic", "tube", "random")
+STUDENT_ATTENTION: tuple[str, ...] = ("joint", "spatial")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class UMTConfig:
+    """Hyper-parameters of UMT (defaults: UMT-B stage 1, Sec. 4.1 and Table 19)."""
+
+    # student ViT (Table 19)
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool | str = "qv"  # the code's q_bias/v_bias layout (VideoMAE)
+    image_size: int = 224
+    patch_size: int = 16
+    num_frames: int = 8
+    channels: int = 3
+    drop_path_rate: float = 0.1  # 0.2 for ViT-L
+    student_attention: str = "joint"  # "spatial": per-frame attention (Table 3)
+    # teacher and masking (Eq. 1-2, Table 2, Fig. 4)
+    teacher_dim: int = 512  # CLIP-B/16 projection width (768 for L/14)
+    align_layers: int = 6  # K, Fig. 3
+    mask_type: str = "semantic"
+    mask_ratio: float = 0.8
+    image_mask_ratio: float = 0.5  # stage 2 images (Table 4)
+    # targets (Table 1)
+    uta_weight: float = 1.0
+    masked_recovery_weight: float = 0.0
+    pixel_weight: float = 0.0
+    decoder_dim: int = 384  # VideoMAE-B decoder for the [M] / MAE targets
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    # stage 2 (Sec. 3.2)
+    stage: int = 1
+    text_width: int = 768
+    text_layers: int = 9
+    fusion_layers: int = 3
+    text_heads: int = 12
+    text_intermediate: int = 3072
+    vocab_size: int = 30522
+    max_text_len: int = 512
+    shared_dim: int = 512  # VTC projection
+    temperature: float = 0.07
+    vtc_weight: float = 1.0
+    vtm_weight: float = 1.0
+    mlm_weight: float = 1.0
+    mlm_probability: float = 0.5
+    mask_token_id: int = 103
+    special_token_ids: tuple[int, ...] = (0, 101)  # PAD, CLS: the code lets SEP be masked
+    # downstream
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        self.special_token_ids = tuple(int(i) for i in self.special_token_ids)
+        checks = [
+            (self.mask_type in MASK_TYPES, f"mask_type={self.mask_type!r}; accepted {MASK_TYPES}"),
+            (self.student_attention in STUDENT_ATTENTION,
+             f"student_attention={self.student_attention!r}; accepted {STUDENT_ATTENTION}"),
+            (0.0 <= self.mask_ratio < 1.0, f"mask_ratio={self.mask_ratio}; expected [0, 1)"),
+            (0.0 <= self.image_mask_ratio < 1.0,
+             f"image_mask_ratio={self.image_mask_ratio}; expected [0, 1)"),
+            (1 <= self.align_layers <= self.depth,
+             f"align_layers={self.align_layers}; expected 1..depth={self.depth}"),
+            (self.image_size % self.patch_size == 0,
+             f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"),
+            (self.embed_dim % self.num_heads == 0,
+             f"embed_dim={self.embed_dim} is not a multiple of num_heads={self.num_heads}"),
+            (self.stage in (1, 2), f"stage={self.stage}; expected 1 or 2"),
+            (min(self.uta_weight, self.masked_recovery_weight, self.pixel_weight) >= 0,
+             "target weights must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"UMTConfig: {message}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        side = self.image_size // self.patch_size
+        return (self.num_frames, side, side)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def needs_decoder(self) -> bool:
+        return self.masked_recovery_weight > 0 or self.pixel_weight > 0
+
+
+# --------------------------------------------------------------------------------------------
+# teachers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherOutput:
+    """Teacher targets for a batch of frames ``(B*T, C, H, W)``.
+
+    ``tokens`` ``(K, B*T, N, D)``: the last ``K`` layers' patch tokens after the final norm and
+    the projection, L2-normalised. ``cls_attention`` ``(B*T, N)``: last-layer CLS-to-patch
+    attention averaged over heads (UMT Eq. 1). ``pooled`` ``(B*T, D)``: the projected CLS.
+    """
+
+    tokens: torch.Tensor
+    cls_attention: torch.Tensor
+    pooled: torch.Tensor
+
+
+def _cls_attention_of_block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """Head-averaged attention of token 0 to tokens 1.. in ``block`` for input ``x``."""
+    q, k, _ = block.attn.qkv_projection(block.norm1(x))
+    scores = (q[:, :, :1] @ k.transpose(-2, -1)) * block.attn.scale  # (B, h, 1, L)
+    return scores.softmax(dim=-1)[:, :, 0, 1:].mean(dim=1)
+
+
+@dataclass
+class ToyCLIPConfig:
+    """A small CLIP (image and text towers) for toy runs; trained on synthetic image-text pairs."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    width: int = 64
+    depth: int = 4
+    heads: int = 4
+    text_width: int = 64
+    text_depth: int = 2
+    vocab_size: int = 1000
+    max_text_len: int = 32
+    output_dim: int = 64
+    temperature: float = 0.07
+
+
+class ToyCLIP(VLModel):
+    """CLIP-style image-text model (Radford et al., 2021) used as the toy teacher.
+
+    ``pretrain_step`` is the symmetric image-text contrastive loss on batches whose ``video``
+    is ``(B, 1, C, H, W)`` (vlbook's ``image_text`` dataset). As a teacher it returns
+    :class:`TeacherOutput` via :meth:`teacher_outputs`.
+    """
+
+    def __init__(self, config: ToyCLIPConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or ToyCLIPConfig()
+        self.patch_embed = PatchEmbed2d(c.image_size, c.patch_size, 3, c.width)
+        n = (c.image_size // c.patch_size) ** 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.width))
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, c.width) * 0.02)
+        self.visual = Transformer(c.width, c.depth, c.heads)
+        self.visual_projection = nn.Linear(c.width, c.output_dim, bias=False)
+        self.token_embedding = nn.Embedding(c.vocab_size, c.text_width)
+        self.text_pos = nn.Parameter(torch.randn(1, c.max_text_len, c.text_width) * 0.01)
+        self.text = Transformer(c.text_width, c.text_depth, c.heads)
+        self.text_projection = nn.Linear(c.text_width, c.output_dim, bias=False)
+        self.temperature = LearnableTemperature(c.temperature)
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    def _visual_hidden(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        hidden = [x]
+        for block in self.visual.blocks:
+            x = block(x)
+            hidden.append(x)
+        return tuple(hidden)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected CLS ``(B, D)`` of images ``(B, C, H, W)``."""
+        return self.visual_projection(self.visual.norm(self._visual_hidden(images)[-1][:, 0]))
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Frame-wise CLS features averaged over time (the "CLIP-S" teacher of Table 3)."""
+        b, t = video.shape[:2]
+        return self.encode_image(video.flatten(0, 1)).view(b, t, -1).mean(dim=1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        length = min(input_ids.shape[1], self.config.max_text_len)
+        ids, mask = input_ids[:, :length], attention_mask[:, :length].bool()
+        x = self.token_embedding(ids) + self.text_pos[:, :length]
+        x = self.text(x, key_padding_mask=mask)
+        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.text_projection(pooled)
+
+    def pretrain_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Image-text contrastive loss (CLIP Fig. 3) on single-frame batches."""
+        images = batch["video"][:, 0]
+        out = vtc_loss(self.encode_image(images),
+                       self.encode_text(batch["input_ids"], batch["attention_mask"]),
+                       temperature=self.temperature(), combine="mean",
+                       ids=batch.get("video_index"))
+        return {"loss": out.loss, "itc": out.loss.detach()}
+
+    @torch.no_grad()
+    def teacher_outputs(self, frames: torch.Tensor, num_layers: int) -> TeacherOutput:
+        """Targets of the last ``num_layers`` blocks for frames ``(N, C, H, W)``."""
+        if num_layers > self.config.depth:
+            raise ValueError(f"the teacher has {self.config.depth} layers; {num_layers} asked")
+        hidden = self._visual_hidden(frames)
+        last = self.visual.blocks[-1]
+        attention = _cls_attention_of_block(last, hidden[-2])
+        layers = torch.stack([self.visual_projection(self.visual.norm(h)) for h in
+                              hidden[-num_layers:]])
+        layers = F.normalize(layers, dim=-1)
+        return TeacherOutput(tokens=layers[:, :, 1:], cls_attention=attention,
+                             pooled=layers[-1, :, 0])
+
+
+class HFCLIPTeacher(nn.Module):
+    """CLIP image encoder from transformers (``CLIPVisionModelWithProjection``) as UMT teacher.
+
+    Frames arrive ImageNet-normalised (vlbook's convention) and are re-normalised with CLIP's
+    statistics and resized to the teacher's resolution (224 for B/16; 196 for L/14, so both give
+    a 14x14 grid as in the code). Every layer's tokens pass CLIP's ``post_layernorm`` and
+    ``visual_projection`` and are L2-normalised (the code's ``ln_post`` and ``proj``).
+    """
+
+    def __init__(self, model: nn.Module, image_size: int | None = None) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        config = model.config
+        self.image_size = int(image_size or config.image_size)
+        self.patch_size = int(config.patch_size)
+        self.output_dim = int(config.projection_dim)
+        self.register_buffer("shift", torch.tensor(
+            [(im - cm) / cs for im, cm, cs in zip(IMAGENET_MEAN, CLIP_MEAN, CLIP_STD)]
+        ).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(
+            [im / cs for im, cs in zip(IMAGENET_STD, CLIP_STD)]).view(1, 3, 1, 1),
+            persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, image_size: int | None = None) -> HFCLIPTeacher:
+        """Load ``openai/clip-vit-base-patch16`` (or a local folder) through transformers."""
+        from transformers import CLIPVisionModelWithProjection
+
+        try:
+            model = CLIPVisionModelWithProjection.from_pretrained(
+                str(source), attn_implementation="eager")
+        except OSError as err:
+            raise RuntimeError(
+                f"could not load the CLIP teacher {str(source)!r}: {err}. Pass a local folder "
+                "holding config.json and the weights, or allow hub downloads (HF_HUB_OFFLINE=0)"
+            ) from err
+        return cls(model, image_size)
+
+    @torch.no_grad()
+    def teacher_outputs(self, frames: torch.Tensor, num_layers: int) -> TeacherOutput:
+        frames = frames * self.scale + self.shift
+        if frames.shape[-1] != self.image_size or frames.shape[-2] != self.image_size:
+            frames = F.interpolate(frames, size=(self.image_size, self.image_size),
+                                   mode="bicubic", align_corners=False)
+        vision = self.model.vision_model
+        out = vision(pixel_values=frames, output_hidden_states=True, output_attentions=True,
+                     interpolate_pos_encoding=frames.shape[-1] != self.model.config.image_size)
+        attention = out.attentions[-1][:, :, 0, 1:].mean(dim=1)
+        layers = torch.stack([self.model.visual_projection(vision.post_layernorm(h))
+                              for h in out.hidden_states[-num_layers:]])
+        layers = F.normalize(layers, dim=-1)
+        return TeacherOutput(tokens=layers[:, :, 1:], cls_attention=attention,
+                             pooled=layers[-1, :, 0])
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UMTOutput:
+    """Stage-1 losses and what the figures need: ``mask`` ``(B, N)`` (True = masked),
+    ``cls_attention`` ``(B, T, H'W')`` of the teacher, per-layer UTA losses."""
+
+    loss: torch.Tensor
+    uta: torch.Tensor
+    uta_per_layer: list[torch.Tensor]
+    masked_recovery: torch.Tensor
+    pixel: torch.Tensor
+    mask: torch.Tensor
+    cls_attention: torch.Tensor | None
+    tokens: torch.Tensor  # visible tokens after the final norm (B, N_visible, D)
+
+
+@dataclass
+class UMTStage2Output:
+    """Stage-2 losses (UMT Sec. 3.2): total and VTC, VTM, MLM, UTA terms (weighted)."""
+
+    loss: torch.Tensor
+    vtc: torch.Tensor
+    vtm: torch.Tensor
+    mlm: torch.Tensor
+    uta: torch.Tensor
+
+
+@dataclass
+class MultipleChoiceOutput:
+    """Scores ``(B, K)`` of each option and the argmax ``prediction`` ``(B,)``."""
+
+    scores: torch.Tensor
+    prediction: torch.Tensor
+
+
+def _bert_config(config: UMTConfig, *, cross: bool) -> Any:
+    from transformers import BertConfig
+
+    bert = BertConfig(
+        vocab_size=config.vocab_size, hidden_size=config.text_width,
+        num_hidden_layers=config.text_layers if not cross else config.fusion_layers,
+        num_attention_heads=config.text_heads, intermediate_size=config.text_intermediate,
+        max_position_embeddings=max(config.max_text_len, 8), is_decoder=cross,
+        add_cross_attention=cross,
+    )
+    bert._attn_implementation = "sdpa"
+    return bert
+
+
+def _extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, L)`` 1/0 -> additive ``(B, 1, 1, L)`` mask for transformers' attention."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class UMT(VLModel):
+    """UMT student (stage 1) and, with ``stage=2``, the video-language model (UMT Fig. 2)."""
+
+    gathers_contrastive_features = True
+
+    def __init__(self, config: UMTConfig | None = None, teacher: Any = None) -> None:
+        super().__init__()
+        self.config = c = config or UMTConfig()
+        self.patch_embed = TubeletEmbed(c.image_size, c.patch_size, 1, c.channels, c.embed_dim,
+                                        c.num_frames)
+        n = math.prod(c.grid)
+        self.register_buffer("pos_embed", sinusoid_position_table(n, c.embed_dim),
+                             persistent=False)
+        rates = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        self.blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, drop_path=rate,
+                  norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6))
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
+        # UTA heads: Linear -> LayerNorm -> L2 (the code's Linear_Decoder), one per aligned layer
+        self.uta_heads = nn.ModuleList(
+            nn.ModuleDict({"head": nn.Linear(c.embed_dim, c.teacher_dim),
+                           "norm": nn.LayerNorm(c.teacher_dim, eps=1e-6)})
+            for _ in range(c.align_layers)
+        )
+        self.decoder = None
+        if c.needs_decoder:
+            self.decoder = nn.ModuleDict({
+                "embed": nn.Linear(c.embed_dim, c.decoder_dim),
+                # blocks built here (not vlbook.nn.Transformer) so the model builds on meta
+                "blocks": nn.ModuleList(Block(c.decoder_dim, c.decoder_heads)
+                                        for _ in range(c.decoder_depth)),
+                "norm": nn.LayerNorm(c.decoder_dim, eps=1e-6),
+            })
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+            self.register_buffer("decoder_pos", sinusoid_position_table(n, c.decoder_dim),
+                                 persistent=False)
+            self.recovery_head = (nn.Linear(c.decoder_dim, c.teacher_dim)
+                                  if c.masked_recovery_weight > 0 else None)
+            self.pixel_head = (nn.Linear(c.decoder_dim, c.channels * c.patch_size ** 2)
+                               if c.pixel_weight > 0 else None)
+        self.head = nn.Linear(c.embed_dim, c.num_classes) if c.num_classes > 0 else None
+        self.text_encoder = self.fusion = self.mlm_head = None
+        if c.stage == 2:
+            self._build_stage2()
+        self.apply(_init_weights)
+        self.__dict__["teacher"] = teacher  # frozen, outside the module tree and state dict
+
+    # ---------------------------------------------------------------- construction helpers
+    def _build_stage2(self) -> None:
+        from transformers import BertModel
+        from transformers.models.bert.modeling_bert import BertLayer, BertLMPredictionHead
+
+        c = self.config
+        self.text_encoder = BertModel(_bert_config(c, cross=False), add_pooling_layer=False)
+        fusion_config = _bert_config(c, cross=True)
+        self.fusion = nn.ModuleList(BertLayer(fusion_config, layer_idx=i)
+                                    for i in range(c.fusion_layers))
+        for layer in self.fusion:  # bidirectional self-attention, as ALBEF/UMT's fusion layers
+            layer.attention.self.is_causal = False
+        self.mlm_head = BertLMPredictionHead(fusion_config)
+        self.mlm_head.decoder.weight = self.text_encoder.embeddings.word_embeddings.weight
+        self.video_to_text = (nn.Linear(c.embed_dim, c.text_width)
+                              if c.embed_dim != c.text_width else nn.Identity())
+        self.vision_proj = nn.Linear(c.embed_dim, c.shared_dim)
+        self.text_proj = nn.Linear(c.text_width, c.shared_dim)
+        self.itm_head = nn.Linear(c.text_width, 2)
+        self.temp = LearnableTemperature(c.temperature)
+
+    def set_teacher(self, teacher: Any) -> None:
+        """Attach a frozen teacher (object with ``teacher_outputs(frames, num_layers)``)."""
+        if hasattr(teacher, "requires_grad_"):
+            teacher.requires_grad_(False)
+            teacher.eval()
+        self.__dict__["teacher"] = teacher
+
+    def no_weight_decay(self) -> set[str]:
+        return {"temp.temperature", "mask_token"}
+
+    def num_layers(self) -> int:
+        return self.config.depth
+
+    def layer_id_for_param(self, name: str) -> int:
+        if name.startswith("patch_embed"):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.config.depth + 1
+
+    # ---------------------------------------------------------------- student
+    def _attention_mask(self, frame_of_token: torch.Tensor) -> torch.Tensor | None:
+        """Per-frame attention (``student_attention="spatial"``): bool ``(B, 1, L, L)``."""
+        if self.config.student_attention == "joint":
+            return None
+        return (frame_of_token[:, :, None] == frame_of_token[:, None, :])[:, None]
+
+    def forward_student(
+        self, video: torch.Tensor, mask: torch.Tensor | None = None, *,
+        return_layers: int = 0,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Visible tokens through the ViT (UMT Sec. 3.1).
+
+        ``mask`` ``(B, N)`` True = dropped. Returns the final tokens (after the norm), the
+        last ``return_layers`` block outputs (before the norm) and the kept positions
+        ``(B, N_visible)``.
+        """
+        c = self.config
+        expected = (c.channels, c.image_size, c.image_size)
+        if video.dim() != 5 or tuple(video.shape[2:]) != expected or not (
+                1 <= video.shape[1] <= c.num_frames):
+            shape = ", ".join(map(str, expected))
+            raise ValueError(f"UMT expects video (B, T<={c.num_frames}, {shape}), "
+                             f"got {tuple(video.shape)}")
+        x = self.patch_embed.proj(video.transpose(1, 2)).flatten(2).transpose(1, 2)
+        b, n, d = x.shape
+        x = x + self.pos_embed[:n].to(x.dtype)
+        positions = torch.arange(n, device=x.device).expand(b, n)
+        if mask is not None:
+            x = gather_visible(x, mask)
+            positions = gather_visible(positions[..., None], mask)[..., 0]
+        frame = torch.div(positions, self.config.tokens_per_frame, rounding_mode="floor")
+        attn_mask = self._attention_mask(frame)
+        hidden: list[torch.Tensor] = []
+        first = self.config.depth - return_layers
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask=attn_mask)
+            if i >= first:
+                hidden.append(x)
+        return self.norm(x), hidden, positions
+
+    def encode_video_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """All output tokens ``(B, N, D)`` of an unmasked clip (or image, ``T=1``)."""
+        return self.forward_student(video)[0]
+
+    def video_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled tokens ``(B, D)``: the representation for action recognition."""
+        return self.encode_video_tokens(video).mean(dim=1)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Retrieval embedding: stage 2 ``vision_proj`` of the pooled tokens (else pooled)."""
+        pooled = self.video_features(video)
+        return self.vision_proj(pooled) if self.config.stage == 2 else pooled
+
+    def classify(self, video: torch.Tensor) -> torch.Tensor:
+        """Action-recognition logits ``(B, num_classes)`` (fine-tuning head, Sec. 4.3)."""
+        if self.head is None:
+            raise ValueError("UMTConfig.num_classes is 0: no classification head")
+        return self.head(self.video_features(video))
+
+    # ---------------------------------------------------------------- masking and targets
+    def make_mask(self, batch_size: int, num_frames: int, cls_attention: torch.Tensor | None,
+                  *, ratio: float | None = None, generator: torch.Generator | None = None,
+                  device: torch.device | None = None) -> torch.Tensor:
+        """The student's token mask ``(B, T*H'W')`` (UMT Eq. 1-2; Table 2 alternatives)."""
+        c = self.config
+        ratio = c.mask_ratio if ratio is None else ratio
+        grid = (num_frames, *c.grid[1:])
+        if c.mask_type == "semantic":
+            if cls_attention is None:
+                raise ValueError("semantic masking needs the teacher's CLS attention")
+            return semantic_mask(cls_attention.view(batch_size, num_frames, -1), ratio,
+                                 generator=generator).to(device or cls_attention.device)
+        if c.mask_type == "tube":
+            return tube_mask(batch_size, grid, ratio, generator=generator, device=device)
+        return random_mask(batch_size, math.prod(grid), ratio, generator=generator,
+                           device=device)
+
+    def teacher_targets(self, video: torch.Tensor, num_layers: int) -> TeacherOutput:
+        """Run the frozen teacher on every frame (the teacher always sees the whole clip)."""
+        teacher = self.__dict__.get("teacher")
+        if teacher is None:
+            raise RuntimeError("UMT needs a teacher: model.set_teacher(ToyCLIP or HFCLIPTeacher)")
+        b, t = video.shape[:2]
+        if isinstance(teacher, nn.Module):
+            param = next(teacher.parameters(), None)
+            if param is not None and param.device != video.device:
+                teacher.to(video.device)
+        out = teacher.teacher_outputs(video.flatten(0, 1), num_layers)
+        expected = self.config.tokens_per_frame
+        if out.tokens.shape[2] != expected:
+            raise ValueError(f"teacher gives {out.tokens.shape[2]} tokens per frame; the student "
+                             f"has {expected} ({self.config.grid[1]}x{self.config.grid[2]})")
+        tokens = out.tokens.reshape(num_layers, b, t * expected, -1)
+        return TeacherOutput(tokens=tokens, cls_attention=out.cls_attention.view(b, t, -1),
+                             pooled=out.pooled.view(b, t, -1))
+
+    def uta_predictions(self, hidden: list[torch.Tensor], positions: torch.Tensor
+                        ) -> list[torch.Tensor]:
+        """Student side of UTA: shared norm, + positions, per-layer Linear -> LN -> L2."""
+        pos = self.pos_embed[positions].to(hidden[0].dtype)
+        return [F.normalize(h["norm"](h["head"](self.norm(x) + pos)), dim=-1)
+                for h, x in zip(self.uta_heads, hidden)]
+
+    def _decode(self, visible: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """VideoMAE decoder: visible tokens + mask tokens; returns masked-position outputs."""
+        dec = self.decoder
+        b, n = mask.shape
+        x = dec["embed"](visible)
+        full = self.mask_token.expand(b, n, -1).clone()
+        full[~mask] = x.reshape(-1, x.shape[-1])
+        full = full + self.decoder_pos.to(full.dtype)
+        for block in dec["blocks"]:
+            full = block(full)
+        out = dec["norm"](full)
+        return out[mask].view(b, -1, out.shape[-1])
+
+    def stage1_losses(self, video: torch.Tensor, *, generator: torch.Generator | None = None,
+                      mask_ratio: float | None = None) -> UMTOutput:
+        """Stage-1 objective (UMT Sec. 3.1): UTA (+ the Table 1 alternatives)."""
+        c = self.config
+        b, t = video.shape[:2]
+        k = c.align_layers
+        ratio = mask_ratio if mask_ratio is not None else (
+            c.mask_ratio if t > 1 else c.image_mask_ratio)
+        target = self.teacher_targets(video, k)
+        mask = self.make_mask(b, t, target.cls_attention, ratio=ratio, generator=generator,
+                              device=video.device)
+        aligned = k if c.uta_weight > 0 else 0
+        tokens, hidden, positions = self.forward_student(video, mask, return_layers=aligned)
+        zero = tokens.sum() * 0.0
+        uta_loss, per_layer = zero, []
+        if aligned:
+            uta = unmasked_token_alignment(self.uta_predictions(hidden, positions),
+                                           list(target.tokens[-k:]), visible_mask=mask)
+            uta_loss, per_layer = uta.loss, uta.per_layer
+        recovery = pixel = zero
+        if self.decoder is not None:
+            decoded = self._decode(tokens, mask)
+            if self.recovery_head is not None:
+                predicted = F.normalize(self.recovery_head(decoded), dim=-1)
+                wanted = target.tokens[-1][mask].view(b, -1, predicted.shape[-1])
+                recovery = (2 - 2 * (predicted * wanted).sum(-1)).mean()
+            if self.pixel_head is not None:
+                pixel = normalized_pixel_mse(self.pixel_head(decoded), video, mask, 1,
+                                             c.patch_size)
+        total = (c.uta_weight * uta_loss + c.masked_recovery_weight * recovery
+                 + c.pixel_weight * pixel)
+        return UMTOutput(loss=total, uta=uta_loss, uta_per_layer=per_layer,
+                         masked_recovery=recovery, pixel=pixel, mask=mask,
+                         cls_attention=target.cls_attention, tokens=tokens)
+
+    # ---------------------------------------------------------------- stage 2
+    def encode_text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                           ) -> torch.Tensor:
+        """Text encoder (the first BERT layers) tokens ``(B, L, W)``."""
+        if self.text_encoder is None:
+            raise ValueError("text encoder exists only with UMTConfig(stage=2)")
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask
+                                 ).last_hidden_state
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Retrieval embedding of the text: ``text_proj`` of the CLS token."""
+        return self.text_proj(self.encode_text_tokens(input_ids, attention_mask)[:, 0])
+
+    def fuse(self, text_tokens: torch.Tensor, attention_mask: torch.Tensor,
+             video_tokens: torch.Tensor) -> torch.Tensor:
+        """Cross-modal decoder: the last BERT layers with cross-attention to the video."""
+        x = text_tokens
+        ext = _extended_mask(attention_mask, x.dtype)
+        context = self.video_to_text(video_tokens)
+        for layer in self.fusion:
+            x = layer(x, attention_mask=ext, encoder_hidden_states=context)
+        return x
+
+    def match_logits(self, video_tokens: torch.Tensor, text_tokens: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """VTM logits ``(B, 2)`` from the fusion CLS."""
+        return self.itm_head(self.fuse(text_tokens, attention_mask, video_tokens)[:, 0])
+
+    def stage2_losses(self, batch: Mapping[str, Any], *,
+                      generator: torch.Generator | None = None) -> UMTStage2Output:
+        """VTC + VTM (hard negatives) + MLM + UTA on the masked video (UMT Sec. 3.2)."""
+        c = self.config
+        video = batch["video"]
+        ids, att = batch["input_ids"], batch["attention_mask"]
+        index = batch.get("video_index")
+        stage1 = self.stage1_losses(video, generator=generator)  # images: T=1, 50 % masked
+        visible_tokens = stage1.tokens
+        text_tokens = self.encode_text_tokens(ids, att)
+        video_emb = self.vision_proj(visible_tokens.mean(dim=1))
+        text_emb = self.text_proj(text_tokens[:, 0])
+        vtc = vtc_loss(video_emb, text_emb, temperature=self.temp(), combine="mean", ids=index,
+                       gather=torch.distributed.is_available()
+                       and torch.distributed.is_initialized())
+        pairs = vtm_pairs_with_hard_negatives(vtc.logits.detach().float(), index,
+                                              generator=generator)
+        logits = self.match_logits(visible_tokens[pairs.video_index],
+                                   text_tokens[pairs.text_index], att[pairs.text_index])
+        vtm = vtm_loss(logits, pairs.labels)
+        masking = mask_text_tokens(ids, att, mask_token_id=c.mask_token_id,
+                                   vocab_size=c.vocab_size, ratio=c.mlm_probability,
+                                   special_token_ids=c.special_token_ids, generator=generator)
+        fused = self.fuse(self.encode_text_tokens(masking.input_ids, att), att, visible_tokens)
+        mlm = mlm_loss(self.mlm_head(fused), masking.labels)
+        total = (c.vtc_weight * vtc.loss + c.vtm_weight * vtm + c.mlm_weight * mlm
+                 + c.uta_weight * stage1.uta)
+        return UMTStage2Output(loss=total, vtc=vtc.loss, vtm=vtm, mlm=mlm, uta=stage1.uta)
+
+    def pretrain_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Stage 1 (UTA and Table 1 targets) or stage 2 (VTC+VTM+MLM+UTA), by ``config.stage``."""
+        if self.config.stage == 2:
+            out2 = self.stage2_losses(batch)
+            return {"loss": out2.loss, "vtc": out2.vtc.detach(), "vtm": out2.vtm.detach(),
+                    "mlm": out2.mlm.detach(), "uta": out2.uta.detach()}
+        out = self.stage1_losses(batch["video"])
+        return {"loss": out.loss, "uta": out.uta.detach(),
+                "masked_recovery": out.masked_recovery.detach(), "pixel": out.pixel.detach()}
+
+    # ---------------------------------------------------------------- downstream
+    @torch.no_grad()
+    def retrieval_scores(self, video: torch.Tensor, input_ids: torch.Tensor,
+                         attention_mask: torch.Tensor) -> torch.Tensor:
+        """VTC cosine similarities ``(texts, videos)`` (zero-shot retrieval, Sec. 4.4)."""
+        v = F.normalize(self.encode_video(video), dim=-1)
+        t = F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)
+        return t @ v.T
+
+    @torch.no_grad()
+    def score_options(self, video: torch.Tensor, option_ids: torch.Tensor,
+                      option_mask: torch.Tensor, method: str = "vtc") -> MultipleChoiceOutput:
+        """Multiple-choice QA as retrieval (Sec. 4.4): each option scored by the VTC cosine
+        (``method="vtc"``) or the VTM match probability (``"vtm"``)."""
+        if method not in ("vtc", "vtm"):
+            raise ValueError(f"method={method!r}; expected 'vtc' or 'vtm'")
+        b, k, length = option_ids.shape
+        video_tokens = self.encode_video_tokens(video)
+        text = self.encode_text_tokens(option_ids.view(b * k, length),
+                                       option_mask.view(b * k, length))
+        if method == "vtc":
+            v = F.normalize(self.vision_proj(video_tokens.mean(dim=1)), dim=-1)
+            t = F.normalize(self.text_proj(text[:, 0]), dim=-1).view(b, k, -1)
+            scores = (t * v[:, None]).sum(-1)
+        else:
+            logits = self.match_logits(video_tokens.repeat_interleave(k, 0), text,
+                                       option_mask.view(b * k, length))
+            scores = logits.softmax(-1)[:, 1].view(b, k)
+        return MultipleChoiceOutput(scores=scores, prediction=scores.argmax(-1))
+
+    def example_batch(self, batch_size: int = 2, generator: torch.Generator | None = None
+                      ) -> dict[str, Any]:
+        """A random batch of the right shapes (used by the benchmark)."""
+        c = self.config
+        video = torch.randn(batch_size, c.num_frames, c.channels, c.image_size, c.image_size,
+                            generator=generator)
+        length = 16
+        low = 1000 if c.vocab_size > 2000 else 5
+        ids = torch.randint(low, c.vocab_size, (batch_size, length), generator=generator)
+        ids[:, 0] = 101
+        return {"video": video, "input_ids": ids,
+                "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+                "video_index": torch.arange(batch_size)}
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Xavier-uniform linears, unit LayerNorms (the code's ``_init_weights``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------------------------
+# variants and presets
+# --------------------------------------------------------------------------------------------
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "umt_toy": {"embed_dim": 64, "depth": 4, "num_heads": 4, "image_size": 32, "patch_size": 8,
+                "num_frames": 8, "teacher_dim": 64, "align_layers": 2, "drop_path_rate": 0.0,
+                "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 4, "text_width": 64,
+                "text_layers": 2, "fusion_layers": 1, "text_heads": 4, "text_intermediate": 128,
+                "shared_dim": 64, "max_text_len": 32},
+    "umt_base": {},
+    "umt_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "teacher_dim": 768,
+                  "drop_path_rate": 0.2, "decoder_dim": 512, "decoder_heads": 8,
+                  "text_width": 1024, "text_layers": 19, "fusion_layers": 5, "text_heads": 16,
+                  "text_intermediate": 4096},
+}
+#: Table 5 / 6 (ViT-B/L at 8x224): parameters (millions) and GFLOPs (fvcore multiply-adds).
+PAPER_PARAMS_M: dict[str, float] = {"umt_base": 87, "umt_large": 304}
+PAPER_GFLOPS: dict[str, float] = {"umt_base": 180, "umt_large": 596}
+CLIP_TEACHERS: dict[str, str] = {"umt_base": "openai/clip-vit-base-patch16",
+                                 "umt_large": "openai/clip-vit-large-patch14"}
+
+
+def _make_factory(name: str, defaults: dict[str, Any]) -> Any:
+    def factory(**kwargs: Any) -> UMT:
+        teacher = kwargs.pop("teacher", None)
+        checkpoint = kwargs.pop("checkpoint", None)
+        bert = kwargs.pop("bert", None)
+        model = UMT(UMTConfig(**{**defaults, **kwargs}))
+        if teacher:
+            source = CLIP_TEACHERS.get(name) if teacher is True else teacher
+            if source is None:
+                raise ValueError(f"{name} has no default CLIP teacher; pass a path or name")
+            image_size = 196 if "large" in str(source) else None
+            model.set_teacher(HFCLIPTeacher.from_pretrained(source, image_size=image_size))
+        if bert:
+            load_bert_weights(model, "bert-base-uncased" if bert is True else bert)
+        if checkpoint:
+            load_official_checkpoint(model, checkpoint)
+        return model
+
+    factory.__name__ = name
+    factory.__doc__ = f"UMT variant {name!r} ({defaults}); UMT Sec. 4.1."
+    return factory
+
+
+for _name, _defaults in VARIANTS.items():
+    MODELS.register(_name)(_make_factory(_name, _defaults))
+
+
+register_preset(
+    "umt",
+    {
+        "smoke": {
+            "data": {"synthetic": "smoke", "num_frames": 8, "size": 32, "max_len": 24},
+            "teacher": {"steps": 8, "batch_size": 16, "lr": 2e-3, "items": 32},
+            "stage1": {"steps": 6, "batch_size": 8, "lr": 1e-3, "items": 32},
+            "stage2": {"steps": 3, "batch_size": 8, "lr": 5e-4},
+            "ablation": {"steps": 3, "mask_types": ["semantic", "random"],
+                         "ratios": [0.5, 0.8], "layers": [1, 2],
+                         "targets": ["uta", "mae"]},
+            "eval": {"items": 16},
+            "finetune": {"steps": 4, "lr": 2e-3, "batch_size": 8},
+            "memory": {"batch_size": 2},
+        },
+        "toy": {
+            "data": {"synthetic": "toy", "num_frames": 8, "size": 32, "max_len": 24},
+            "teacher": {"steps": 250, "batch_size": 64, "lr": 2e-3, "items": 2000},
+            "stage1": {"steps": 250, "batch_size": 32, "lr": 1e-3, "items": 1000},
+            "stage2": {"steps": 120, "batch_size": 32, "lr": 5e-4},
+            "ablation": {"steps": 50, "mask_types": ["semantic", "tube", "random"],
+                         "ratios": [0.5, 0.8, 0.95], "layers": [1, 2, 4],
+                         "targets": ["uta", "uta+masked", "uta+mae", "mae"]},
+            "eval": {"items": 200},
+            "finetune": {"steps": 200, "lr": 2e-3, "batch_size": 32},
+            "memory": {"batch_size": 8},
+        },
+        "full": {
+            # UMT-B stage 1 (Sec. 4.1, appendix): K710, 8 sparse frames at 224, 80 % semantic
+            # masking, CLIP-B/16 teacher, batch 2048 (32 GPUs x 64), AdamW (0.9, 0.95),
+            # lr 1.5e-4 * 2048 / 256, wd 0.05, cosine, 40 warm-up of 201 epochs, AMP.
+            "model": {"name": "umt_base", "kwargs": {"teacher": True}},
+            "data": {"datasets": ["k710"], "num_frames": 8, "size": 224, "max_len": 32},
+            "stage1": {"epochs": 201, "warmup_epochs": 40, "batch_size": 2048,
+                       "max_per_device_batch": 64, "lr": 1.5e-4 * 2048 / 256,
+                       "weight_decay": 0.05, "betas": (0.9, 0.95), "schedule": "cosine",
+                       "precision": "fp16"},
+            # stage 2: 25M corpus, 4 frames, 10 epochs, 1 warm-up, batch 4096, lr 1e-4, wd 0.02
+            "stage2": {"epochs": 10, "warmup_epochs": 1, "batch_size": 4096,
+                       "max_per_device_batch": 128, "lr": 1e-4, "weight_decay": 0.02,
+                       "num_frames": 4, "image_mask_ratio": 0.5, "video_mask_ratio": 0.8,
+                       "mlm_probability": 0.5, "precision": "fp16"},
+            "ablation": {"steps": None, "mask_types": ["semantic", "tube", "random"],
+                         "ratios": [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
+                         "layers": [1, 2, 4, 6, 8, 12],
+                         "targets": ["uta", "uta+masked", "uta+mae", "mae"]},
+            "eval": {"items": None},
+            # action-recognition fine-tuning: run the authors' recipe (appendix) separately
+            "finetune": {"steps": None, "lr": None, "batch_size": None},
+            "memory": {"batch_size": 64},
+        },
+    },
+)
+
+register_chapter_params("umt", (
+    Param("run_ablation", True, type=bool, help="train the Table 1/2, Fig. 3/4 ablations"),
+))
+
+
+# --------------------------------------------------------------------------------------------
+# weights: the official checkpoints and BERT
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConversionResult:
+    """Official checkpoint -> vlbook: ``state_dict``, ``mapping`` source -> target and
+    ``dropped`` source -> reason."""
+
+    state_dict: dict[str, torch.Tensor]
+    mapping: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+_STAGE1_PREFIXES = ("patch_embed.", "blocks.", "norm.")
+_DROPPED: tuple[tuple[str, str], ...] = (
+    ("clip_teacher.", "the frozen CLIP teacher (loaded from CLIP's own weights)"),
+    ("teacher.", "the frozen CLIP teacher (loaded from CLIP's own weights)"),
+    ("encoder.head.", "identity / classifier of the pre-training encoder, unused"),
+    ("pos_embed", "fixed sinusoidal table (recomputed)"),
+    ("clip_pos_embed", "fixed sinusoidal table (recomputed)"),
+    ("text_encoder.bert.embeddings.position_ids", "buffer (positions are computed)"),
+    ("text_encoder.bert.embeddings.token_type_ids", "buffer"),
+    ("text_encoder.cls.predictions.decoder.weight", "tied to the word embeddings"),
+    ("text_encoder.cls.predictions.decoder.bias", "same tensor as predictions.bias"),
+)
+
+
+def _vision_key(key: str) -> str | None:
+    """vlbook name of a stage-1 student tensor (``encoder.*`` / ``clip_decoder.*``)."""
+    if key.startswith("encoder."):
+        key = key[len("encoder."):]
+    if key.startswith("clip_decoder."):
+        return "uta_heads." + key[len("clip_decoder."):]
+    if key.startswith(_STAGE1_PREFIXES):
+        return key
+    if key.startswith("head."):
+        return key  # fine-tuned classifier
+    return None
+
+
+def convert_official_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, text_layers: int = 9,
+) -> ConversionResult:
+    """Rename an official UMT checkpoint (OpenGVLab/unmasked_teacher) to vlbook's names.
+
+    Stage 1 (``single_modality``): ``encoder.patch_embed.proj``, ``encoder.blocks.i.{norm1,
+    attn.qkv, attn.q_bias, attn.v_bias, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
+    ``encoder.norm``, ``clip_decoder.k.{head, norm}`` (the UTA heads). Stage 2
+    (``multi_modality``): the same under ``vision_encoder.``, BERT under
+    ``text_encoder.bert.`` (layers ``< text_layers`` -> the text encoder, the others -> the
+    fusion layers), ``text_encoder.cls.predictions`` -> ``mlm_head``, ``vision_proj``,
+    ``text_proj``, ``itm_head``, ``temp``. Wrappers ``{"model": ...}``/``{"module": ...}`` and a
+    ``module.`` prefix are accepted. Every tensor is mapped or listed in ``dropped``; an
+    unknown name raises ``KeyError``.
+    """
+    for wrapper in ("model", "module", "state_dict"):
+        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
+            state_dict = state_dict[wrapper]
+    result = ConversionResult(state_dict={})
+    for raw_key, value in state_dict.items():
+        key = raw_key[len("module."):] if raw_key.startswith("module.") else raw_key
+        reason = next((why for prefix, why in _DROPPED
+                       if key == prefix or key.startswith(prefix)
+                       or key.endswith("." + prefix)), None)
+        if reason is not None:
+            result.dropped[raw_key] = reason
+            continue
+        target: str | None = None
+        if key.startswith("vision_encoder."):
+            target = _vision_key(key[len("vision_encoder."):])
+        elif key.startswith(("encoder.", "clip_decoder.", "head.")) or key.startswith(
+                _STAGE1_PREFIXES):
+            target = _vision_key(key)
+        elif key.startswith("text_encoder.bert.encoder.layer."):
+            parts = key.split(".")
+            layer = int(parts[4])
+            rest = ".".join(parts[5:])
+            if layer < text_layers:
+                target = f"text_encoder.encoder.layer.{layer}.{rest}"
+            else:
+                target = f"fusion.{layer - text_layers}.{rest}"
+        elif key.startswith("text_encoder.bert.embeddings."):
+            target = "text_encoder." + key[len("text_encoder.bert."):]
+        elif key.startswith("text_encoder.cls.predictions."):
+            target = "mlm_head." + key[len("text_encoder.cls.predictions."):]
+        elif key.startswith(("vision_proj.", "text_proj.", "itm_head.")):
+            target = key
+        elif key == "temp":
+            target = "temp.temperature"
+        if target is None:
+            raise KeyError(f"official UMT tensor {raw_key!r} has no vlbook counterpart and is "
+                           "not a known unused tensor")
+        result.state_dict[target] = value
+        result.mapping[raw_key] = target
+    return result
+
+
+def load_official_checkpoint(
+    model: UMT, source: str | Path | Mapping[str, torch.Tensor]
+) -> ConversionResult:
+    """Load an official UMT checkpoint (path or state dict) into ``model``.
+
+    Raises ``ValueError`` naming unknown tensors or shape mismatches; warns about model tensors
+    the checkpoint lacks (e.g. the UTA heads in a fine-tuned checkpoint).
+    """
+    state = source if isinstance(source, Mapping) else torch.load(
+        Path(source).expanduser(), map_location="cpu", weights_only=False)
+    result = convert_official_state_dict(state, text_layers=model.config.text_layers)
+    own = model.state_dict()
+    unknown = [k for k in result.state_dict if k not in own]
+    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+             for k, v in result.state_dict.items() if k in own and v.shape != own[k].shape]
+    if unknown or wrong:
+        raise ValueError(f"official UMT checkpoint does not fit this model: unknown "
+                         f"{unknown[:5]}, shape mismatches {wrong[:5]}")
+    absent = [k for k in own if k not in result.state_dict
+              and not k.startswith("mlm_head.decoder.")]  # tied to the word embeddings
+    if absent:
+        warnings.warn(f"official checkpoint lacks {len(absent)} model tensor(s) (kept at their "
+                      f"initial values): {absent[:6]}", stacklevel=2)
+    model.load_state_dict(result.state_dict, strict=False)
+    return result
+
+
+def load_bert_weights(model: UMT, source: str | Path) -> list[str]:
+    """Initialise stage 2 from BERT: embeddings and layers ``< text_layers`` -> text encoder,
+    the remaining layers -> fusion self-attention/FFN (cross-attention stays random), MLM head
+    from ``cls.predictions`` when present (UMT Sec. 4.1: BERT-base, fusion from layer 9)."""
+    if model.text_encoder is None:
+        raise ValueError("load_bert_weights needs a stage-2 model (UMTConfig(stage=2))")
+    from transformers import BertForMaskedLM
+
+    try:
+        bert = BertForMaskedLM.from_pretrained(str(source))
+    except OSError as err:
+        raise RuntimeError(f"could not load BERT {str(source)!r}: {err}. Pass a local folder or "
+                           "allow hub downloads (HF_HUB_OFFLINE=0)") from err
+    state = {f"text_encoder.{k}": v for k, v in bert.state_dict().items()}
+    converted = convert_official_state_dict(
+        {k: v for k, v in state.items() if not k.endswith(("position_ids", "token_type_ids"))},
+        text_layers=model.config.text_layers)
+    own = model.state_dict()
+    usable = {k: v for k, v in converted.state_dict.items()
+              if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    return sorted(usable)
+
+
+def config_summary(config: UMTConfig) -> dict[str, Any]:
+    """The config as a plain dict (for results files)."""
+    return asdict(config)
+
+
+def student_parameter_count(model: UMT) -> int:
+    """Parameters of the student ViT (patch embedding, blocks, final norm): the paper's
+    "Param" column (UTA heads, decoder and text parts excluded)."""
+    return sum(p.numel() for n, p in model.named_parameters()
+               if n.startswith(("patch_embed.", "blocks.", "norm.")))
+
+
+def activation_bytes(model: nn.Module, run: Any) -> int:
+    """Bytes of tensors saved for backward by ``run()`` (the activation part of training
+    memory; exact on the meta device, so paper-size models cost nothing to measure)."""
+    total = 0
+
+    def is_weight(t: torch.Tensor) -> bool:
+        base = t._base if t._base is not None else t
+        return base.is_leaf and base.requires_grad
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if not is_weight(t):
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total
+
+
+
+# --------------------------------------------------------------------------------------------
+# chapter helpers: cached synthetic data, short training runs, evaluations
+# --------------------------------------------------------------------------------------------
+
+
+def cache_dataset(dataset: Any, max_items: int | None = None, batch_size: int = 64
+                  ) -> dict[str, Any]:
+    """Decode a dataset once into stacked tensors (toy runs re-use the clips many times)."""
+    from torch.utils.data import DataLoader, Subset
+
+    if max_items is not None and max_items < len(dataset):
+        dataset = Subset(dataset, range(max_items))
+    collate = getattr(getattr(dataset, "dataset", dataset), "collate", None)
+    parts: dict[str, list[Any]] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        for key, value in batch.items():
+            if key != "skipped":
+                parts.setdefault(key, []).append(value)
+    cached: dict[str, Any] = {}
+    for key, values in parts.items():
+        if torch.is_tensor(values[0]):
+            cached[key] = torch.cat(values)
+        elif isinstance(values[0], list):
+            cached[key] = [x for v in values for x in v]
+    return cached
+
+
+def synthetic_data(preset: Mapping[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+    """The synthetic benchmark, decoded once: image-text pairs (teacher), clips (stage 1/2),
+    action classes (train/test), held-out retrieval pairs and multiple-choice items."""
+    from vlbook.data import build_dataset
+    from vlbook.data.synthetic import annotation_path, ensure_synthetic
+    from vlbook.data.tokenizer import load_tokenizer
+
+    data = preset["data"]
+    root = Path(root) if root is not None else ensure_synthetic(data["synthetic"])
+    tokenizer = load_tokenizer(root / "tokenizer")
+    common = dict(size=data["size"], tokenizer=tokenizer, max_len=data["max_len"])
+    frames = dict(num_frames=data["num_frames"], **common)
+    items = preset["eval"]["items"]
+
+    def make(name: str, task: str, split: str, **kw: Any) -> Any:
+        return build_dataset(name, annotation=annotation_path(root, task, split), split=split,
+                             **kw)
+
+    return {
+        "root": root, "tokenizer": tokenizer,
+        "images": cache_dataset(make("image_text", "image_text", "train", **common),
+                                preset["teacher"]["items"]),
+        "images_test": cache_dataset(make("image_text", "image_text", "test", **common), items),
+        "clips": cache_dataset(make("video_text", "retrieval", "train", **frames),
+                               preset["stage1"]["items"]),
+        "classes_train": cache_dataset(make("video_classification", "classification", "train",
+                                            **frames), 4 * (items or 10**9)),
+        "classes_test": cache_dataset(make("video_classification", "classification", "test",
+                                           **frames), items),
+        "pairs_test": cache_dataset(make("video_text", "retrieval", "test", **frames), items),
+        "mc_test": cache_dataset(make("video_mc", "mc", "test", **frames), items),
+    }
+
+
+def train_steps(
+    model: nn.Module, data: Mapping[str, Any], *, steps: int, batch_size: int, lr: float,
+    weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95), warmup: float = 0.1,
+    seed: int = 0, step_fn: Any = None, keys: Sequence[str] = ("video", "input_ids",
+                                                                 "attention_mask",
+                                                                 "video_index"),
+) -> list[dict[str, float]]:
+    """AdamW with linear warm-up and cosine decay on random batches of cached tensors.
+
+    ``step_fn(model, batch, generator)`` returns the loss dict (default ``model(batch)``).
+    Returns the per-step history of every loss term.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    warm = max(int(warmup * steps), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min((i + 1) / warm, 0.5 * (
+        1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))))
+    n = len(data["video"])
+    history = []
+    model.train()
+    for _ in range(steps):
+        pick = torch.randperm(n, generator=gen)[:batch_size]
+        batch = {k: data[k][pick] for k in keys if k in data}
+        out = step_fn(model, batch, gen) if step_fn is not None else model(batch)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        history.append({k: float(v.detach()) for k, v in out.items()})
+    model.eval()
+    return history
+
+
+def stage1_step(model: UMT, batch: Mapping[str, Any], generator: torch.Generator
+                ) -> dict[str, torch.Tensor]:
+    """One stage-1 step with a seeded mask (for :func:`train_steps`)."""
+    out = model.stage1_losses(batch["video"], generator=generator)
+    return {"loss": out.loss, "uta": out.uta.detach(), "masked_recovery":
+            out.masked_recovery.detach(), "pixel": out.pixel.detach()}
+
+
+def stage2_step(model: UMT, batch: Mapping[str, Any], generator: torch.Generator
+                ) -> dict[str, torch.Tensor]:
+    """One stage-2 step with seeded masks and negatives."""
+    out = model.stage2_losses(batch, generator=generator)
+    return {"loss": out.loss, "vtc": out.vtc.detach(), "vtm": out.vtm.detach(),
+            "mlm": out.mlm.detach(), "uta": out.uta.detach()}
+
+
+@torch.no_grad()
+def features(encode: Any, video: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``encode`` applied to cached clips in batches."""
+    return torch.cat([encode(video[i:i + batch_size]) for i in range(0, len(video), batch_size)])
+
+
+def action_probe(encode: Any, data: Mapping[str, Any]) -> float:
+    """Action recognition by a linear probe on frozen features (percent, chance 12.5)."""
+    from vlbook.eval import linear_probe_accuracy
+
+    train = features(encode, data["classes_train"]["video"])
+    test = features(encode, data["classes_test"]["video"])
+    return float(linear_probe_accuracy(train, data["classes_train"]["label"], test,
+                                       data["classes_test"]["label"]).accuracy)
+
+
+@torch.no_grad()
+def image_text_recall(teacher: ToyCLIP, images: Mapping[str, Any]) -> float:
+    """Held-out text-to-image R@1 (percent) of the toy CLIP teacher."""
+    img = F.normalize(features(teacher.encode_image, images["video"][:, 0]), dim=-1)
+    txt = F.normalize(teacher.encode_text(images["input_ids"], images["attention_mask"]), dim=-1)
+    best = (txt @ img.T).argmax(dim=1)
+    return float((best == torch.arange(len(best))).float().mean() * 100)
+
+
+@torch.no_grad()
+def zero_shot_retrieval(model: UMT, pairs: Mapping[str, Any]) -> Any:
+    """Zero-shot text-to-video retrieval on held-out pairs with vlbook's metric."""
+    from vlbook.eval import RetrievalProtocol, retrieval_metrics
+
+    v = F.normalize(features(model.encode_video, pairs["video"]), dim=-1)
+    t = F.normalize(model.encode_text(pairs["input_ids"], pairs["attention_mask"]), dim=-1)
+    protocol = RetrievalProtocol(split="test", captions_per_video="first",
+                                 dataset="synthetic")
+    return retrieval_metrics(t @ v.T, torch.arange(len(t)), protocol)
+
+
+@torch.no_grad()
+def multiple_choice(model: UMT, mc: Mapping[str, Any], batch_size: int = 32,
+                    method: str = "vtc") -> float:
+    """Multiple-choice accuracy (percent, chance 20) by VTC (or VTM) scores of the options."""
+    hits = 0
+    for i in range(0, len(mc["video"]), batch_size):
+        out = model.score_options(mc["video"][i:i + batch_size],
+                                  mc["option_ids"][i:i + batch_size],
+                                  mc["option_mask"][i:i + batch_size], method=method)
+        hits += int((out.prediction == mc["label"][i:i + batch_size]).sum())
+    return 100.0 * hits / max(len(mc["video"]), 1)
+
+
+def target_variant(name: str) -> dict[str, float]:
+    """Config weights of a Table 1 row: ``uta``, ``uta+masked``, ``uta+mae``, ``mae``."""
+    table = {"uta": dict(uta_weight=1.0), "uta+masked": dict(masked_recovery_weight=1.0),
+             "uta+mae": dict(pixel_weight=1.0), "mae": dict(uta_weight=0.0, pixel_weight=1.0)}
+    if name not in table:
+        raise ValueError(f"unknown target {name!r}; accepted {sorted(table)}")
+    return table[name]
+
+
+def training_activation_bytes(name: str, batch_size: int = 1, **overrides: Any) -> int:
+    """Activation memory (bytes saved for backward) of one stage-1 step of a variant, with a
+    stand-in teacher of the right grid and width (the teacher runs without gradient, so it
+    saves nothing). Random masking (same visible count as semantic masking)."""
+    torch.manual_seed(0)
+    model = create_variant(name, **{"mask_type": "random", **overrides})
+    c = model.config
+    model.set_teacher(_StandInTeacher(c))
+    clip = torch.randn(batch_size, c.num_frames, c.channels, c.image_size, c.image_size)
+    return activation_bytes(model, lambda: model.stage1_losses(clip).loss)
+
+
+def create_variant(name: str, **overrides: Any) -> UMT:
+    from vlbook.models import create_model
+
+    return create_model(name, **overrides)
+
+
+class _StandInTeacher:
+    """Teacher stand-in for memory measurements: unit tokens of the teacher's shapes."""
+
+    def __init__(self, config: UMTConfig) -> None:
+        self.config = config
+
+    def teacher_outputs(self, frames: torch.Tensor, num_layers: int) -> TeacherOutput:
+        n = self.config.tokens_per_frame
+        tokens = F.normalize(frames.new_ones(num_layers, frames.shape[0], n,
+                                             self.config.teacher_dim), dim=-1)
+        return TeacherOutput(tokens=tokens, cls_attention=frames.new_ones(frames.shape[0], n),
+                             pooled=tokens[-1, :, 0])
+
+
+def chapter_model(name: str, tokenizer: Any = None, *, stage: int = 1, **overrides: Any) -> UMT:
+    """A registered variant sized to the tokenizer (stage 2: vocabulary, [MASK], PAD/CLS)."""
+    kwargs: dict[str, Any] = {"stage": stage, **overrides}
+    if stage == 2:
+        if tokenizer is None:
+            raise ValueError("a stage-2 model needs the tokenizer (vocabulary and [MASK] id)")
+        kwargs = {"vocab_size": len(tokenizer), "mask_token_id": tokenizer.mask_token_id,
+                  "special_token_ids": (tokenizer.pad_token_id, tokenizer.cls_token_id),
+                  **kwargs}
+    return create_variant(name, **kwargs)
+
+
+def shape_labels(texts: Sequence[str]) -> torch.Tensor:
+    """Index (in ``SHAPE_WORDS`` order) of the first shape a synthetic caption mentions: the
+    "scene/object" label of the probe (K400-like), next to the motion classes (SSV2-like)."""
+    from vlbook.data.synthetic import SHAPE_WORDS
+
+    labels = []
+    for text in texts:
+        found = [(text.find(word), k) for k, words in enumerate(SHAPE_WORDS.values())
+                 for word in words if word in text]
+        if not found:
+            raise ValueError(f"caption {text!r} names no synthetic shape")
+        labels.append(min(found)[1])
+    return torch.tensor(labels)
+
+
+def probe_scores(encode: Any, data: Mapping[str, Any]) -> dict[str, float]:
+    """Linear-probe accuracies (percent) of frozen features: ``motion`` (8 action classes,
+    chance 12.5; needs time: the toy stand-in of Something-Something) and ``shape`` (the first
+    object's shape, chance 25; one frame suffices: the stand-in of Kinetics' object cues)."""
+    from vlbook.eval import linear_probe_accuracy
+
+    out = {"motion": action_probe(encode, data)}
+    train = features(encode, data["clips"]["video"])
+    test = features(encode, data["pairs_test"]["video"])
+    out["shape"] = float(linear_probe_accuracy(
+        train, shape_labels(data["clips"]["text"]), test,
+        shape_labels(data["pairs_test"]["text"])).accuracy)
+    return out
+
+
+@torch.no_grad()
+def heldout_alignment(model: UMT, video: torch.Tensor, batch_size: int = 64) -> float:
+    """Mean cosine between the student's last aligned layer (all tokens, no mask) and the
+    teacher's last layer on held-out clips: how much of the teacher the student reproduces."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(video), batch_size):
+        clip = video[i:i + batch_size]
+        target = model.teacher_targets(clip, 1).tokens[-1]
+        _, hidden, positions = model.forward_student(clip, return_layers=1)
+        head = model.uta_heads[-1]
+        predicted = F.normalize(head["norm"](head["head"](
+            model.norm(hidden[-1]) + model.pos_embed[positions].to(hidden[-1].dtype))), dim=-1)
+        total += float((predicted * target).sum(-1).mean()) * len(clip)
+        count += len(clip)
+    return total / max(count, 1)
+
+
+class ActionClassifier(nn.Module):
+    """Encoder + linear head fine-tuned on action labels (UMT Sec. 4.3, Table 3)."""
+
+    def __init__(self, encoder: nn.Module, encode: Any, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.encoder, self.encode, self.head = encoder, encode, nn.Linear(dim, num_classes)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        logits = self.head(self.encode(self.encoder, batch["video"]))
+        return {"loss": F.cross_entropy(logits, batch["label"])}
+
+    @torch.no_grad()
+    def accuracy(self, video: torch.Tensor, labels: torch.Tensor) -> float:
+        self.eval()
+        logits = features(lambda v: self.head(self.encode(self.encoder, v)), video)
+        return float((logits.argmax(-1) == labels).float().mean() * 100)
