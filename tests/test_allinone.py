@@ -463,3 +463,201 @@ def test_paper_size_optimiser_step_on_cpu():
     out["loss"].backward()
     optimizer.step()
     assert not torch.equal(before, model.vtm_head.fc.weight)
+
+
+# ---------------------------------------------------------------- toy training signal (issue 8)
+
+
+def _video_spread_of_pooled(model: AllInOne) -> float:
+    """Spread of the pooled CLS over 16 clips with one fixed caption, relative to its size."""
+    gen = torch.Generator().manual_seed(0)
+    batch = model.example_batch(16, text_len=8, generator=gen)
+    ids = batch["input_ids"][:1].expand(16, -1)
+    with torch.no_grad():
+        pooled = model.eval().forward_joint(batch["video"], ids, torch.ones_like(ids)).pooled
+    return float((pooled.std(0).pow(2).mean() / pooled.pow(2).mean()).sqrt())
+
+
+def test_bert_init_at_toy_width_makes_the_pooled_cls_blind_to_the_video():
+    """Why VTM sat at log 2: N(0, 0.02) at width 64 gives a gain of 0.16 per linear layer."""
+    torch.manual_seed(0)
+    bert = create_model("allinone_toy", init="bert", vocab_size=60)
+    torch.manual_seed(0)
+    xavier = create_model("allinone_toy", vocab_size=60)
+    assert xavier.config.init == "xavier"  # the toy variant's default
+    assert _video_spread_of_pooled(bert) < 0.02
+    assert _video_spread_of_pooled(xavier) > 0.1
+    # the vocabulary decoder keeps BERT's scale under either init
+    assert abs(float(xavier.mlm_head.decoder.weight.detach().std()) - 0.02) < 0.005
+    with pytest.raises(ValueError, match="init="):
+        AllInOneConfig(init="kaiming")
+
+
+def _vtm_curve(init: str, vtc_weight: float, steps: int = 60) -> list[float]:
+    torch.manual_seed(0)
+    config = tiny_config(embed_dim=48, num_heads=3, init=init, mlm_weight=0.0,
+                         vtc_weight=vtc_weight)
+    model = AllInOne(config)
+    gen = torch.Generator().manual_seed(1)
+    classes = torch.arange(8) % 4
+    patterns = torch.randn(4, 3, 3, 16, 16, generator=gen)
+    video = patterns[classes] + 0.1 * torch.randn(8, 3, 3, 16, 16, generator=gen)
+    words = torch.randint(4, 50, (4, 4), generator=gen)
+    ids = torch.cat([torch.ones(8, 1).long(), words[classes], torch.full((8, 1), 2)], dim=1)
+    batch = {"video": video, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "video_index": classes}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    vtm = []
+    for _ in range(steps):
+        out = model(batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        vtm.append(float(out["loss_vtm"]))
+    return vtm
+
+
+def test_vtm_leaves_log2_within_60_steps_with_xavier_init_and_vtc():
+    """The toy recipe (Xavier init + VTC) learns VTM on a fixed batch; BERT init stays at log 2.
+
+    The batch: 8 clips of 4 classes, a class pattern for the video, class words for the caption.
+    """
+    learned = _vtm_curve("xavier", 1.0)
+    assert sum(learned[-10:]) / 10 < 0.3, learned
+    stuck = _vtm_curve("bert", 1.0)
+    assert abs(sum(stuck[-10:]) / 10 - 0.693) < 0.03, stuck
+
+
+def test_hard_vtm_negatives_come_from_other_clips_and_need_vtc():
+    config = tiny_config(vtc_weight=1.0, vtm_negatives="hard", mlm_weight=0.0)
+    model = AllInOne(config)
+    out = model(make_batch(config, batch_size=6))
+    assert {"loss_vtm", "loss_vtc"} <= set(out)
+    out["loss"].backward()
+    with pytest.raises(ValueError, match="vtc_weight"):
+        AllInOne(tiny_config(vtm_negatives="hard"))(make_batch(config, batch_size=4))
+    with pytest.raises(ValueError, match="vtm_negatives"):
+        AllInOneConfig(vtm_negatives="hardest")
+
+
+def test_model_variant_copies_weights_and_rejects_shape_changes():
+    from vlbook.models.allinone import model_variant
+
+    model = AllInOne(tiny_config(temporal="single_frame"))
+    rolled = model_variant(model, temporal="rolling", roll_ratio=0.5)
+    assert rolled.config.temporal == "rolling" and model.config.temporal == "single_frame"
+    assert torch.equal(rolled.vtm_head.fc.weight, model.vtm_head.fc.weight)
+    assert rolled.vtm_head.fc.weight.data_ptr() != model.vtm_head.fc.weight.data_ptr()
+    with pytest.raises(ValueError, match="embed_dim"):
+        model_variant(model, embed_dim=64)
+    with pytest.raises(ValueError, match="temporal="):
+        model_variant(model, temporal="sideways")
+
+
+def test_cached_clips_decode_once_and_redraw_captions():
+    from vlbook.models.allinone import CachedClips
+
+    class FakeClips:
+        items = [(0, 0), (1, 0)]
+        records = [{"captions": ["a", "b", "c"]}, {"captions": ["d", "e", "f"]}]
+        reads = 0
+        epoch = 0
+
+        def __len__(self):
+            return 2
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def _rng(self, index):
+            import numpy as np
+
+            return np.random.default_rng([self.epoch, index])
+
+        def _fields(self, rec, sub, rng):
+            return {"text": rec["captions"][int(rng.integers(3))]}
+
+        def __getitem__(self, index):
+            self.reads += 1
+            return {"video": torch.full((1,), float(index)), "video_index": index,
+                    **self._fields(self.records[index], 0, self._rng(index)), "skipped": []}
+
+    fake = FakeClips()
+    cached = CachedClips(fake)
+    first = cached[1]
+    texts = set()
+    for epoch in range(8):
+        cached.set_epoch(epoch)
+        again = cached[1]
+        texts.add(again["text"])
+        assert torch.equal(again["video"], first["video"]) and again["video_index"] == 1
+    assert fake.reads == 1  # decoded once
+    assert len(texts) > 1 and texts <= {"d", "e", "f"}
+
+
+def test_allinone_benchmark_times_the_toy_model(tmp_path, monkeypatch):
+    import argparse
+
+    from vlbook.bench import allinone as bench
+
+    monkeypatch.setenv("VLBOOK_RESULTS", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--variants", "allinone_toy", "--toy-batch-size", "2", "--steps",
+                              "1", "--warmup", "0", "--temporal", "rolling", "flatten",
+                              "--text-len", "8", "--threads", "1"])
+    payload = bench.run(args)
+    rows = payload["results"]
+    assert [(r["mode"], r["name"].split("-")[2]) for r in rows] == [
+        ("train", "rolling"), ("infer", "rolling"), ("train", "flatten"), ("infer", "flatten")]
+    assert all(r["step_time_s_median"] > 0 and r["batch_size"] == 2 for r in rows)
+    assert all(r["flops_per_step"] > 0 and r["peak_memory_mb"] > 0 for r in rows)
+    assert (tmp_path / "bench" / "allinone-cpu-no.json").is_file()
+    with pytest.raises(ValueError, match="not All-in-one variants"):
+        bench.run(parser.parse_args(["--variants", "vit_b"]))
+
+
+def test_multiple_choice_evaluation_hand_computed_case():
+    """5-way, temporal subset and per-attribute pairwise accuracies on fixed option scores."""
+    from vlbook.models.allinone import MultipleChoiceOutput, evaluate_multiple_choice
+
+    attributes = [[None, "colour", "motion", "order", "shape"],
+                  ["colour", None, "motion", "size", "order"]]
+    fixed_scores = torch.tensor([[2.0, 1.0, 3.0, 0.0, 1.5],   # truth 0: loses to motion only
+                                 [5.0, 4.0, 1.0, 2.0, 3.0]])  # truth 1: loses to colour only
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"video": torch.zeros(1), "option_ids": torch.zeros(5, 2, dtype=torch.long),
+                    "option_mask": torch.ones(5, 2, dtype=torch.long), "label": i,
+                    "option_attributes": attributes[i], "row": i}
+
+        @staticmethod
+        def collate(samples):
+            return {"video": torch.stack([s["video"] for s in samples]),
+                    "option_ids": torch.stack([s["option_ids"] for s in samples]),
+                    "option_mask": torch.stack([s["option_mask"] for s in samples]),
+                    "label": torch.tensor([s["label"] for s in samples]),
+                    "option_attributes": [s["option_attributes"] for s in samples],
+                    "row": torch.tensor([s["row"] for s in samples])}
+
+    class FixedScores:
+        def eval(self):
+            return self
+
+        def score_options(self, video, option_ids, option_mask):
+            scores = fixed_scores[: video.shape[0]]
+            return MultipleChoiceOutput(scores, scores.argmax(1))
+
+    out = evaluate_multiple_choice(FixedScores(), Items(), batch_size=2)
+    assert out["mc_accuracy"] == 0.0  # both truths lose one pair
+    # temporal subset: item 0 {truth, motion, order} -> motion wins; item 1 {truth, motion,
+    # order} -> truth (4.0) wins
+    assert out["mc_temporal_accuracy"] == 0.5
+    assert out["mc_temporal_chance"] == pytest.approx(1 / 3)
+    assert out["pair_colour"] == 0.5 and out["pair_motion"] == 0.5
+    assert out["pair_order"] == 1.0 and out["pair_shape"] == 1.0 and out["pair_size"] == 1.0
+    assert out["pair_temporal"] == pytest.approx(3 / 4)

@@ -51,7 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlbook.config import Param, register_chapter_params, register_preset
-from vlbook.losses import VTMPairs, mlm_loss, vtc_loss, vtm_loss, vtm_pairs_with_random_videos
+from vlbook.losses import (
+    VTMPairs,
+    hard_negative_indices,
+    mlm_loss,
+    vtc_loss,
+    vtm_loss,
+    vtm_pairs_with_random_videos,
+)
 from vlbook.masking import mask_text_tokens
 from vlbook.models.base import MODELS, VLModel
 
@@ -60,6 +67,7 @@ __all__ = [
     "AllInOne",
     "AllInOneConfig",
     "AllInOneOutput",
+    "CachedClips",
     "ConversionResult",
     "MultipleChoiceOutput",
     "RollingPlan",
@@ -67,6 +75,7 @@ __all__ = [
     "convert_official_state_dict",
     "load_official_checkpoint",
     "load_timm_backbone",
+    "model_variant",
     "rolling_plan",
     "temporal_roll",
     "word_ids_from_continuations",
@@ -81,6 +90,12 @@ TEMPORAL_MODES: tuple[str, ...] = (
 )
 ROLL_LAYOUTS: tuple[str, ...] = ("code", "paper")
 ROLL_SELECTIONS: tuple[str, ...] = ("block", "random", "varying")
+#: Weight initialisations. ``"bert"`` is the code's; at the toy width (64) each N(0, 0.02)
+#: linear layer has a gain of ``0.02 * sqrt(64) = 0.16`` (0.55 at 768), so at initialisation the
+#: pooled text CLS of a joint pass barely depends on the video (its spread over 16 clips with a
+#: fixed caption is 0.5 % of its size at width 64, 8 % at 768) and VTM sits at log 2;
+#: ``"xavier"`` (toy only) gives 25 %.
+INITS: tuple[str, ...] = ("bert", "xavier")
 
 
 @dataclass
@@ -103,6 +118,10 @@ class AllInOneConfig:
     layer_norm_eps: float = 1e-6  # ViT blocks; the text embeddings use BERT's 1e-12
     drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    # "bert": N(0, 0.02) for linear and embedding weights (ViLT / the released code);
+    # "xavier": Xavier-uniform linear weights, whose gain does not shrink with the width (the
+    # toy model: see ``INITS``)
+    init: str = "bert"
     # temporal modelling (Sec. 3.2, Tables 8, 11)
     temporal: str = "rolling"
     roll_ratio: float = 0.25
@@ -117,6 +136,9 @@ class AllInOneConfig:
     special_token_ids: tuple[int, ...] = (0, 100, 101, 102, 103)
     whole_word_masking: bool = True
     vtm_negative_fraction: float = 0.5
+    # "random": the negative video is any other clip (the code); "hard": drawn by VTC
+    # similarity (ALBEF-style, needs vtc_weight > 0; a toy option, not All-in-one's)
+    vtm_negatives: str = "random"
     mlm_weight: float = 1.0
     vtm_weight: float = 1.0
     vtc_weight: float = 0.0  # > 0 adds VTC with unimodal passes (retrieval fine-tuning)
@@ -145,6 +167,9 @@ class AllInOneConfig:
             (self.embed_dim % self.num_heads == 0,
              f"embed_dim={self.embed_dim} is not a multiple of num_heads={self.num_heads}"),
             (self.num_frames >= 1, f"num_frames={self.num_frames}; expected >= 1"),
+            (self.init in INITS, f"init={self.init!r}; accepted: {INITS}"),
+            (self.vtm_negatives in ("random", "hard"),
+             f"vtm_negatives={self.vtm_negatives!r}; accepted: ('random', 'hard')"),
         ]
         for ok, message in checks:
             if not ok:
@@ -462,9 +487,14 @@ class MultipleChoiceOutput:
 # --------------------------------------------------------------------------------------------
 
 
-def _init_weights(module: nn.Module) -> None:
-    """ViLT/All-in-one initialisation: N(0, 0.02) for linear and embedding weights."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
+def _init_weights(module: nn.Module, init: str = "bert") -> None:
+    """ViLT/All-in-one initialisation: N(0, 0.02) for linear and embedding weights.
+
+    ``init="xavier"``: Xavier-uniform linear weights instead (embeddings keep N(0, 0.02)).
+    """
+    if isinstance(module, nn.Linear) and init == "xavier":
+        nn.init.xavier_uniform_(module.weight)
+    elif isinstance(module, (nn.Linear, nn.Embedding)):
         module.weight.data.normal_(0.0, 0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         module.bias.data.zero_()
@@ -497,7 +527,9 @@ class AllInOne(VLModel):
         self.video_proj = nn.Linear(d, config.shared_embedding_dim)
         self.qa_head: nn.Sequential | None = None
         self.classifier: nn.Linear | None = None
-        self.apply(_init_weights)
+        self.apply(partial(_init_weights, init=config.init))
+        if config.init == "xavier":  # the vocabulary decoder keeps BERT's scale
+            self.mlm_head.decoder.weight.data.normal_(0.0, 0.02)
         for p in (self.transformer.cls_token, self.transformer.pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
         if config.distilled:
@@ -535,7 +567,7 @@ class AllInOne(VLModel):
             nn.GELU(),
             nn.Linear(hidden, num_answers),
         ).to(self.pooler.dense.weight.device)
-        self.qa_head.apply(_init_weights)
+        self.qa_head.apply(partial(_init_weights, init=self.config.init))
         self.config.num_answers = num_answers
         return self.qa_head
 
@@ -544,7 +576,7 @@ class AllInOne(VLModel):
         self.classifier = nn.Linear(self.config.embed_dim, num_classes).to(
             self.pooler.dense.weight.device
         )
-        self.classifier.apply(_init_weights)
+        self.classifier.apply(partial(_init_weights, init=self.config.init))
         self.config.num_classes = num_classes
         return self.classifier
 
@@ -765,6 +797,14 @@ class AllInOne(VLModel):
             if bool(picked.any()):
                 hits = (logits.argmax(-1) == masking.labels)[picked].float().mean()
                 losses["acc_mlm"] = hits.detach()
+        similarity = None
+        if c.vtc_weight > 0:
+            vtc = vtc_loss(self.video_proj(self.forward_video(video).hidden[:, 0]),
+                           self.text_proj(self.forward_text(ids, mask).hidden[:, 0]),
+                           temperature=c.vtc_temperature, combine="sum")
+            total = total + c.vtc_weight * vtc.loss
+            losses["loss_vtc"] = vtc.loss.detach()
+            similarity = vtc.logits.detach()
         if c.vtm_weight > 0:
             clip_ids = batch.get("video_index")
             clip_ids = clip_ids.to(ids.device) if clip_ids is not None else torch.arange(b)
@@ -779,18 +819,19 @@ class AllInOne(VLModel):
             else:
                 pairs = vtm_pairs_with_random_videos(b, clip_ids, negative_fraction=fraction,
                                                      device=ids.device)
+                if c.vtm_negatives == "hard":
+                    if similarity is None:
+                        raise ValueError("vtm_negatives='hard' needs vtc_weight > 0 (the "
+                                         "negatives are drawn by VTC similarity)")
+                    hard = hard_negative_indices(similarity.T, clip_ids)
+                    pairs = VTMPairs(torch.where(pairs.labels == 0, hard, pairs.video_index),
+                                     pairs.text_index, pairs.labels)
             out = self.forward_joint(video[pairs.video_index], ids, mask)
             logits = self.vtm_head(out.pooled)
             loss_vtm = vtm_loss(logits, pairs.labels)
             total = total + c.vtm_weight * loss_vtm
             losses["loss_vtm"] = loss_vtm.detach()
             losses["acc_vtm"] = (logits.argmax(-1) == pairs.labels).float().mean().detach()
-        if c.vtc_weight > 0:
-            v = self.video_proj(self.forward_video(video).hidden[:, 0])
-            t = self.text_proj(self.forward_text(ids, mask).hidden[:, 0])
-            loss_vtc = vtc_loss(v, t, temperature=c.vtc_temperature, combine="sum").loss
-            total = total + c.vtc_weight * loss_vtc
-            losses["loss_vtc"] = loss_vtc.detach()
         return {"loss": total, **losses}
 
     # ---- downstream heads ------------------------------------------------------------------
@@ -867,7 +908,7 @@ class AllInOne(VLModel):
 VARIANTS: dict[str, dict[str, Any]] = {
     # a CPU-sized model for the synthetic benchmark (not in the paper)
     "allinone_toy": dict(embed_dim=64, depth=3, num_heads=2, image_size=48, patch_size=8,
-                         vocab_size=1000, max_text_len=32, drop_path_rate=0.0),
+                         vocab_size=1000, max_text_len=32, drop_path_rate=0.0, init="xavier"),
     # Table 1: DeiT-Ti (12 M), DeiT-S distilled (33 M), ViT-B/16 (110 M)
     "allinone_tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "allinone_small": dict(embed_dim=384, depth=12, num_heads=6, distilled=True),
@@ -914,10 +955,11 @@ register_preset(
     {
         "smoke": {
             "model": {"name": "allinone_toy", "kwargs": {"depth": 1, "embed_dim": 32,
-                                                         "image_size": 32}},
+                                                         "image_size": 32, "vtc_weight": 1.0}},
             "data": {"synthetic": "smoke", "num_frames": 3, "size": 32, "max_len": 24},
-            "train": {"steps": 6, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01,
-                      "warmup_steps": 1, "schedule": "linear", "betas": (0.9, 0.98)},
+            "train": {"warm_start_steps": 4, "steps": 3, "batch_size": 8, "lr": 2e-3,
+                      "weight_decay": 0.01, "warmup_steps": 1, "schedule": "linear",
+                      "betas": (0.9, 0.98)},
             "eval": {"max_items": 8},
             "ablation": {"steps": 2, "eval_items": 8,
                          "variants": ["single_frame", "time_average", "channel_shift",
@@ -926,15 +968,19 @@ register_preset(
             "cost": {"frames": [1, 2, 3], "repeats": 1},
         },
         "toy": {
-            "model": {"name": "allinone_toy", "kwargs": {}},
+            # toy-only departures (stated in the chapter): Xavier init (the variant), VTC added
+            # to pre-training, lr 2e-3, and a single-frame warm start shared by every
+            # temporal variant (the paper starts all of them from an ImageNet ViT)
+            "model": {"name": "allinone_toy", "kwargs": {"vtc_weight": 1.0}},
             "data": {"synthetic": "toy", "num_frames": 3, "size": 48, "max_len": 24},
-            "train": {"steps": 150, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01,
-                      "warmup_steps": 15, "schedule": "linear", "betas": (0.9, 0.98)},
+            "train": {"warm_start_steps": 500, "steps": 100, "batch_size": 16, "lr": 2e-3,
+                      "weight_decay": 0.01, "warmup_steps": 25, "schedule": "linear",
+                      "betas": (0.9, 0.98)},
             "eval": {"max_items": 300},
-            "ablation": {"steps": 25, "eval_items": 100,
+            "ablation": {"steps": 100, "eval_items": 150,
                          "variants": ["single_frame", "time_average", "channel_shift",
                                       "flatten", "rolling"],
-                         "ratios": [0.0, 0.1, 0.25, 0.5, 0.75]},
+                         "ratios": [0.0, 0.125, 0.25, 0.5]},
             "cost": {"frames": [1, 2, 3, 4, 8], "repeats": 2},
         },
         "full": {
@@ -1173,32 +1219,89 @@ def rolled_share(config: AllInOneConfig) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def synthetic_datasets(preset: Mapping[str, Any], root: str | Path | None = None) -> dict[str, Any]:
+def synthetic_datasets(
+    preset: Mapping[str, Any], root: str | Path | None = None, cache_train: bool = True
+) -> dict[str, Any]:
     """The synthetic benchmark of ``preset["data"]``: pre-training pairs, held-out pairs, MC.
 
-    Returns ``{"root", "tokenizer", "train", "test_pairs", "test_mc"}``.
+    Returns ``{"root", "tokenizer", "train", "test_pairs", "test_mc"}``; ``train`` is wrapped in
+    :class:`CachedClips` unless ``cache_train=False``. ``root``: the synthetic folder (default:
+    ``ensure_synthetic(preset["data"]["synthetic"])``).
     """
     from vlbook.data import build_dataset
     from vlbook.data.synthetic import annotation_path, ensure_synthetic
     from vlbook.data.tokenizer import load_tokenizer
 
     data = preset["data"]
-    root = Path(root) if root is not None else ensure_synthetic(data["synthetic"])
+    root = Path(root) if root else ensure_synthetic(data["synthetic"])
     tokenizer = load_tokenizer(root / "tokenizer")
     common = dict(num_frames=data["num_frames"], size=data["size"], tokenizer=tokenizer,
                   max_len=data["max_len"])
+    train = build_dataset("video_text", annotation=annotation_path(root, "retrieval", "train"),
+                          split="train", **common)
     return {
         "root": root,
         "tokenizer": tokenizer,
-        "train": build_dataset("video_text", annotation=annotation_path(root, "retrieval",
-                                                                          "train"),
-                               split="train", **common),
+        "train": CachedClips(train) if cache_train else train,
         "test_pairs": build_dataset("video_text", annotation=annotation_path(root, "retrieval",
                                                                                "test"),
                                     split="test", **common),
         "test_mc": build_dataset("video_mc", annotation=annotation_path(root, "mc", "test"),
                                  split="test", **common),
     }
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """A ``video_text`` dataset whose decoded clips are kept in memory after the first read.
+
+    Each clip's frames are decoded once (the frames of that first draw are reused at later
+    epochs: no temporal jitter); the caption is still drawn anew at every access. Used by the
+    toy runs, where decoding would cost as much as the model.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.videos: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index not in self.videos:
+            sample = self.dataset[index]
+            if not sample["skipped"]:
+                self.videos[index] = sample["video"]
+            return sample
+        rec_index, sub = self.dataset.items[index]
+        fields = self.dataset._fields(self.dataset.records[rec_index], sub,
+                                      self.dataset._rng(index))
+        return {"video": self.videos[index], "video_index": rec_index, **fields, "skipped": []}
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.dataset.collate(samples)
+
+
+def model_variant(model: AllInOne, **changes: Any) -> AllInOne:
+    """A copy of ``model`` (same weights) with config fields changed, e.g. ``temporal``.
+
+    Only fields that do not change parameter shapes are allowed (temporal mode, rolling
+    settings, objective weights ...): the ablations continue from one shared checkpoint.
+    """
+    import copy
+
+    shape_fields = {"embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "image_size",
+                    "patch_size", "channels", "num_frames", "distilled", "vocab_size",
+                    "max_text_len", "type_vocab_size", "num_answers", "qa_hidden", "num_classes"}
+    bad = sorted(set(changes) & shape_fields)
+    if bad:
+        raise ValueError(f"model_variant: {bad} change parameter shapes; build a new model")
+    new_config = replace(model.config, **changes)  # validated by __post_init__
+    copied = copy.deepcopy(model)
+    copied.config = new_config
+    return copied
 
 
 def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: Any) -> AllInOne:
@@ -1283,10 +1386,16 @@ def evaluate_multiple_choice(model: AllInOne, dataset: Any, max_items: int | Non
 
     ``temporal``: the true caption against its temporal distractors only (opposite motion,
     swapped order; options whose ``option_attributes`` is ``motion``/``order``) — a single
-    frame cannot decide them. Returns accuracies and their chance levels.
+    frame cannot decide them. ``pair_<attribute>``: how often the true caption outscores the
+    distractor that differs from it in that one attribute (chance 0.5), and
+    ``pair_temporal`` the same over the motion and order distractors together. Each distractor
+    is a near-copy of the truth, so a model that only knows colours wins the colour pair but
+    must then win coin flips against the other four: 5-way accuracy can fall *below* 1/5.
+    Returns accuracies and their chance levels.
     """
     model.eval()
     hits_all = hits_temporal = chance_temporal = n = 0.0
+    pairs: dict[str, list[float]] = {}
     for batch in _loader(dataset, max_items, batch_size):
         out = model.score_options(batch["video"], batch["option_ids"], batch["option_mask"])
         labels = batch["label"]
@@ -1297,7 +1406,16 @@ def evaluate_multiple_choice(model: AllInOne, dataset: Any, max_items: int | Non
             scores = out.scores[i].masked_fill(~keep, float("-inf"))
             hits_temporal += float(int(scores.argmax()) == int(labels[i]))
             chance_temporal += 1.0 / int(keep.sum())
+            truth = out.scores[i, int(labels[i])]
+            for j, attribute in enumerate(attributes):
+                if attribute is not None and j != int(labels[i]):
+                    won = float(truth > out.scores[i, j])
+                    pairs.setdefault(attribute, []).append(won)
+                    if attribute in TEMPORAL_OPTION_ATTRIBUTES:
+                        pairs.setdefault("temporal", []).append(won)
         n += len(labels)
     n = max(n, 1.0)
+    pair_accuracy = {f"pair_{k}": sum(v) / len(v) for k, v in sorted(pairs.items())}
     return {"mc_accuracy": hits_all / n, "mc_chance": 1 / 5, "mc_temporal_accuracy":
-            hits_temporal / n, "mc_temporal_chance": chance_temporal / n, "items": n}
+            hits_temporal / n, "mc_temporal_chance": chance_temporal / n, **pair_accuracy,
+            "items": n}
