@@ -270,3 +270,64 @@ def test_paper_size_model_takes_one_optimiser_step_on_cpu():
     opt.step()
     assert {"vtm", "mlm", "mvm"} <= set(losses)
     assert not torch.equal(before, model.decoder.blocks[0].mlp.fc1.weight)
+
+
+# ------------------------------------------------------------------ toy fixes (second shift)
+
+
+def test_toy_variant_uses_xavier_init_and_paper_variant_bert_init():
+    """Xavier-uniform std = sqrt(2 / (fan_in + fan_out)); BERT's = 0.02; bad names raise."""
+    toy = create_model("evilm_toy")
+    assert toy.config.init == "xavier"
+    weight = toy.decoder.blocks[0].mlp.fc1.weight  # (4 * 96, 96)
+    expected = (2.0 / (weight.shape[0] + weight.shape[1])) ** 0.5
+    assert abs(float(weight.std()) - expected) / expected < 0.05
+    assert abs(float(toy.mlm_head[-1].weight.std()) - 0.02) < 0.003  # vocabulary stays BERT's
+    bert = EViLM(tiny_config(init="bert"))
+    assert float(bert.decoder.blocks[0].mlp.fc1.weight.std()) < 0.021
+    with pytest.raises(ValueError, match="init='kaiming'"):
+        tiny_config(init="kaiming")
+
+
+def test_unimodal_vtc_learns_on_a_fixed_batch_at_the_toy_settings():
+    """The toy recipe (Xavier, lr 3e-4) takes VTC well below log(B) within 40 steps; VTC is
+    the unimodal contrastive loss (Sec. 4.4) added to the toy pre-training."""
+    torch.manual_seed(0)
+    model = EViLM(tiny_config(init="xavier", use_vtm=False, use_mlm=False, use_mvm=False,
+                              vtc_weight=1.0))
+    batch = make_batch(model, 8)
+    log = pretrain(model, None, {"train": {"lr": 3e-4, "weight_decay": 0.0,
+                                           "warmup_steps": 1}}, steps=40, cache=[batch])
+    assert log[-1]["vtc"] < 0.5 * float(torch.log(torch.tensor(8.0))), (log[0], log[-1])
+    assert log[-1]["vtc"] < 0.5 * log[0]["vtc"], (log[0], log[-1])
+
+
+def test_video_tokenizer_round_trips_and_attaches_for_full_training(tmp_path):
+    from vlbook.models.evilm import (
+        build_pretraining_model,
+        load_video_tokenizer,
+        save_video_tokenizer,
+    )
+
+    tok = tiny_tokenizer()
+    video = make_batch(EViLM(tiny_config()), 2)["video"]
+    path = save_video_tokenizer(tok, tmp_path / "vt.pt")
+    loaded = load_video_tokenizer(path)
+    assert torch.equal(loaded.encode(video).codes, tok.eval().encode(video).codes)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    model = build_pretraining_model("evilm_toy", tokenizer_checkpoint=None, use_mvm=False)
+    assert model.video_tokenizer is None
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_video_tokenizer(tmp_path / "missing.pt")
+
+
+def test_split_batches_cuts_every_field():
+    from vlbook.models.evilm import split_batches
+
+    model = EViLM(tiny_config())
+    batch = make_batch(model, 5)
+    parts = split_batches([batch], 2)
+    assert [len(p["text"]) for p in parts] == [2, 2, 1]
+    assert torch.equal(torch.cat([p["video"] for p in parts]), batch["video"])
+    with pytest.raises(ValueError, match="size=0"):
+        split_batches([batch], 0)

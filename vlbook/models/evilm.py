@@ -53,6 +53,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,10 @@ __all__ = [
 VIDEO_BACKBONES: tuple[str, ...] = ("edgenext_small", "conv")
 TOKENIZER_TARGETS: tuple[str, ...] = ("words", "pixels")
 WORD_LOSSES: tuple[str, ...] = ("focal", "bce")
+#: Linear-weight initialisations of the decoder, projections and heads (the backbones keep
+#: their own). ``"bert"``: N(0, 0.02), the usual choice for the paper-size model. ``"xavier"``:
+#: Xavier-uniform, used by the toy model, whose width is too small for N(0, 0.02).
+INITS: tuple[str, ...] = ("bert", "xavier")
 
 #: E-ViLM Table 8 (MSRVTT-QA model), parameters per group.
 PAPER_TABLE8: dict[str, float] = {
@@ -145,6 +150,9 @@ class EViLMConfig:
     decoder_heads: int = 6
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+    # "bert": truncated N(0, 0.02) linear weights (BERT/ViLT convention; the paper says
+    # nothing); "xavier": Xavier-uniform linear weights (toy model, see ``INITS``)
+    init: str = "bert"
     # objectives (Eq. 3, 8)
     use_vtm: bool = True
     use_mlm: bool = True
@@ -174,6 +182,7 @@ class EViLMConfig:
              f"hidden={self.hidden} is not a multiple of decoder_heads={self.decoder_heads}"),
             (self.text_hidden % self.text_heads == 0,
              f"text_hidden={self.text_hidden} is not a multiple of text_heads={self.text_heads}"),
+            (self.init in INITS, f"init={self.init!r}; accepted: {INITS}"),
             (0.0 < self.mvm_ratio < 1.0, f"mvm_ratio={self.mvm_ratio}; expected (0, 1)"),
             (self.num_frames >= 1, f"num_frames={self.num_frames}; expected >= 1"),
             (self.num_codes >= 2, f"num_codes={self.num_codes}; expected >= 2"),
@@ -392,8 +401,14 @@ def mask_video_regions(video: torch.Tensor, mask: torch.Tensor, grid: Sequence[i
 # --------------------------------------------------------------------------------------------
 
 
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
+def _init_weights(module: nn.Module, init: str = "bert") -> None:
+    """BERT-style initialisation: truncated N(0, 0.02) linear weights, zero biases, unit
+    LayerNorms. ``init="xavier"``: Xavier-uniform linear weights instead (see ``INITS``)."""
+    if isinstance(module, nn.Linear) and init == "xavier":
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -444,7 +459,9 @@ class EViLM(VLModel):
         self.classifier = nn.Linear(c.hidden, c.num_classes) if c.num_classes else None
         for name, module in self.named_children():
             if name not in ("video_encoder", "text_encoder"):
-                module.apply(_init_weights)
+                module.apply(partial(_init_weights, init=c.init))
+        if c.init == "xavier":  # the vocabulary projection keeps BERT's scale
+            nn.init.trunc_normal_(self.mlm_head[-1].weight, std=0.02)
         nn.init.trunc_normal_(self.token_type.weight, std=0.02)
         self.video_tokenizer: SemanticVQTokenizer | None = None
 
@@ -575,6 +592,9 @@ class EViLM(VLModel):
         """Codes ``(B, N)`` of the unmasked frames from the attached video tokenizer."""
         if self.video_tokenizer is None:
             return None
+        # the tokenizer is not a submodule: follow the model's device (accelerate, .to())
+        if next(self.video_tokenizer.parameters()).device != video.device:
+            self.video_tokenizer.to(video.device)
         with torch.no_grad():
             return self.video_tokenizer.encode(video).codes
 
@@ -886,7 +906,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "evilm": {},
     "evilm_toy": {"image_size": 64, "video_backbone": "conv", "conv_dims": (32, 64),
                   "conv_stride": 16, "temporal_embedding": True, "video_token_norm": True,
-                  "vocab_size": 512,
+                  "init": "xavier", "vocab_size": 512,
                   "max_text_len": 32, "text_hidden": 64, "text_layers": 2, "text_heads": 4,
                   "text_intermediate": 128, "hidden": 96, "decoder_depth": 2,
                   "decoder_heads": 4, "num_codes": 64},
@@ -915,25 +935,29 @@ register_preset(
     {
         "smoke": {
             "model": {"name": "evilm_toy", "kwargs": {"hidden": 32, "decoder_depth": 1,
-                                                      "text_layers": 1, "conv_dims": (16, 32)}},
+                                                      "text_layers": 1, "conv_dims": (16, 32),
+                                                      "vtc_weight": 1.0}},
             "tokenizer": {**_TOY_TOKENIZER, "image_size": 64, "encoder_dim": 32,
                           "decoder_dim": 32, "decoder_depth": 1, "encoder_depth": 1},
             "data": {"synthetic": "smoke", "num_frames": 4, "size": 64, "max_len": 24},
             "tokenizer_train": {"steps": 4, "batch_size": 8, "lr": 2e-3},
-            "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01,
+            "train": {"steps": 4, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.01,
                       "warmup_steps": 1},
             "eval": {"max_items": 16},
-            "ablation": {"steps": 2, "widths": [16, 32]},
+            "ablation": {"steps": 2, "batch_size": 4, "widths": [16, 32]},
         },
         "toy": {
-            "model": {"name": "evilm_toy", "kwargs": {}},
+            # toy-only departures (stated in the chapter): Xavier init (the variant), lr 3e-4
+            # (1e-3 collapses the pooled features: VTC stuck at log B, VTM at log 2), and the
+            # unimodal VTC loss of the retrieval fine-tuning (Sec. 4.4) added to pre-training
+            "model": {"name": "evilm_toy", "kwargs": {"vtc_weight": 1.0}},
             "tokenizer": dict(_TOY_TOKENIZER),
             "data": {"synthetic": "toy", "num_frames": 4, "size": 64, "max_len": 32},
             "tokenizer_train": {"steps": 150, "batch_size": 32, "lr": 2e-3},
-            "train": {"steps": 250, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01,
+            "train": {"steps": 200, "batch_size": 32, "lr": 3e-4, "weight_decay": 0.01,
                       "warmup_steps": 20},
-            "eval": {"max_items": 300},
-            "ablation": {"steps": 120, "widths": [48, 96]},
+            "eval": {"max_items": 200},
+            "ablation": {"steps": 100, "batch_size": 16, "widths": [48, 96]},
         },
         "full": {
             # Sec. 4.1: WebVid-2.5M, 4 frames at 256, block-wise MVM 40 %, MLM 15 %, AdamW lr
@@ -947,7 +971,7 @@ register_preset(
                       "warmup_steps": 10_000, "schedule": "cosine", "precision": "fp16",
                       "max_per_device_batch": 32},
             "eval": {"max_items": None},
-            "ablation": {"steps": 50_000, "widths": [192, 384]},
+            "ablation": {"steps": 50_000, "batch_size": 256, "widths": [192, 384]},
         },
     },
 )
@@ -1036,6 +1060,20 @@ def _batches(dataset: Any, batch_size: int, steps: int, seed: int) -> Any:
         epoch += 1
 
 
+def split_batches(batches: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Cut pre-loaded batches into batches of ``size`` rows (tensors and lists are sliced,
+    other fields kept), e.g. to run the ablations at a smaller batch from the same cache."""
+    if size < 1:
+        raise ValueError(f"size={size}; expected >= 1")
+    out = []
+    for batch in batches:
+        rows = len(batch["input_ids"])
+        for start in range(0, rows, size):
+            out.append({k: v[start:start + size] if isinstance(v, (torch.Tensor, list)) else v
+                        for k, v in batch.items()})
+    return out
+
+
 def train_tokenizer(tokenizer: SemanticVQTokenizer, dataset: Any, *, steps: int,
                     batch_size: int, lr: float, seed: int = 0,
                     cache: list[dict[str, Any]] | None = None,
@@ -1072,6 +1110,45 @@ def train_tokenizer(tokenizer: SemanticVQTokenizer, dataset: Any, *, steps: int,
                     "vq": float(out.vq.loss.detach()), "usage": float(out.vq.usage_rate)})
     tokenizer.eval()
     return log
+
+
+def save_video_tokenizer(tokenizer: SemanticVQTokenizer, path: str | Path) -> Path:
+    """Write a trained tokenizer (config + weights) for :func:`load_video_tokenizer`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": asdict(tokenizer.config), "state_dict": tokenizer.state_dict()}, path)
+    return path
+
+
+def load_video_tokenizer(path: str | Path) -> SemanticVQTokenizer:
+    """A tokenizer written by :func:`save_video_tokenizer` (built from its config without
+    downloading the CLIP encoder, then loaded), frozen in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video tokenizer checkpoint {path} does not exist (train one "
+                                f"with train_tokenizer + save_video_tokenizer first)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or {"config", "state_dict"} - set(saved):
+        raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict'")
+    tokenizer = SemanticVQTokenizer(TokenizerConfig(**saved["config"]), config_only=True)
+    tokenizer.load_state_dict(saved["state_dict"])
+    return tokenizer.eval().requires_grad_(False)
+
+
+def build_pretraining_model(variant: str = "evilm", tokenizer_checkpoint: str | Path | None = None,
+                            **kwargs: Any) -> EViLM:
+    """The ``full`` pre-training model for ``vlbook.train`` (component
+    ``"vlbook.models.evilm:build_pretraining_model"``): the variant with the trained video
+    tokenizer attached, so that MVM has its targets (Eq. 3, 8)."""
+    from vlbook.models import create_model
+
+    model = create_model(variant, **kwargs)
+    if tokenizer_checkpoint is not None:
+        model.set_video_tokenizer(load_video_tokenizer(tokenizer_checkpoint))
+    elif model.config.use_mvm:
+        warnings.warn("build_pretraining_model without tokenizer_checkpoint: MVM is skipped",
+                      stacklevel=2)
+    return model
 
 
 @torch.no_grad()

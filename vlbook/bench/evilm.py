@@ -1,0 +1,162 @@
+"""E-ViLM benchmark: pre-training step time, inference latency and peak memory.
+
+``python -m vlbook.bench evilm`` measures, for the toy model and the paper's model (Table 8,
+4 frames at 256 px, 40 text tokens), with :func:`vlbook.bench.train.benchmark`:
+
+* ``train``: one pre-training step (Eq. 8: VTM + MLM + MVM in one joint pass, backward, AdamW)
+  with the video tokenizer attached, since the paper's pre-training runs the tokenizer's
+  encoder on the unmasked frames for the MVM targets (toy: the chapter's small ViT; paper:
+  CLIP ViT-B/32 built from its config, random weights: the cost is the same);
+* ``infer``: the inference pass E-ViLM is built for (Table 1 / Figure 1): one joint
+  ``[CLS] text video`` forward and the pooled output, no tokenizer (it is dropped after
+  training).
+
+Results go to ``results_root()/bench/evilm-<device>-<precision>.json`` and ``.md``. Defaults
+are CPU-friendly (batch 16 for the toy model, 1 for the paper size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlbook.bench.train import BenchResult, benchmark
+from vlbook.paths import results_root
+
+VARIANTS_BENCHED: tuple[str, ...] = ("evilm_toy", "evilm")
+
+
+class JointForward(nn.Module):
+    """Inference wrapper: ``forward(batch)`` = E-ViLM's joint pass, returning the pooled CLS."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model.forward_joint(batch["video"], batch["input_ids"],
+                                        batch["attention_mask"]).pooled
+
+
+def _tokenizer_config(variant: str) -> Any:
+    from vlbook.models.evilm import _TOY_TOKENIZER, TokenizerConfig
+
+    if variant == "evilm_toy":
+        return TokenizerConfig(**_TOY_TOKENIZER, vocab_size=512)
+    return TokenizerConfig(encoder="clip")
+
+
+def model_factory(variant: str, mode: str) -> Any:
+    """A factory building ``variant`` for ``mode`` (``"train"``: with a tokenizer attached)."""
+    from vlbook.models import create_model
+    from vlbook.models.evilm import SemanticVQTokenizer
+
+    def build() -> nn.Module:
+        model = create_model(variant)
+        if mode == "infer":
+            return JointForward(model)
+        model.set_video_tokenizer(SemanticVQTokenizer(_tokenizer_config(variant),
+                                                      config_only=True))
+        return model
+
+    return build
+
+
+def bench_variant(variant: str, *, batch_size: int, text_len: int = 40, steps: int = 3,
+                  warmup: int = 1, modes: tuple[str, ...] = ("train", "infer"),
+                  precision: str = "no", device: str = "auto",
+                  count_flops: bool = True) -> list[BenchResult]:
+    """Benchmark one E-ViLM variant: pre-training steps and/or inference forwards."""
+    from vlbook.models import create_model
+
+    if batch_size < 2 and "train" in modes:
+        warnings.filterwarnings("ignore", message="VTM: every item")
+    example_model = create_model(variant)
+    example = example_model.example_batch(batch_size, generator=torch.Generator().manual_seed(0))
+    length = min(text_len, example_model.config.max_text_len)
+    ids = torch.randint(5, example_model.config.vocab_size, (batch_size, length),
+                        generator=torch.Generator().manual_seed(1))
+    example.update(input_ids=ids, attention_mask=torch.ones_like(ids))
+    del example_model
+    results = []
+    for mode in modes:
+        name = f"evilm-{variant}-b{batch_size}"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="FLOPs not countable")
+            results.append(benchmark(
+                model_factory(variant, mode), example, name=name, model_name=variant, mode=mode,
+                steps=steps, warmup=warmup, precision=precision, device=device,
+                # the train step's block masking draws random numbers: count inference only
+                count_model_flops=count_flops and mode == "infer"))
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS_BENCHED),
+                        help="registered E-ViLM variants")
+    parser.add_argument("--toy-batch-size", type=int, default=16)
+    parser.add_argument("--paper-batch-size", type=int, default=1)
+    parser.add_argument("--text-len", type=int, default=40, help="text tokens (paper: 40)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the meta-device count")
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    """One row per measurement: variant, mode, batch, step time, clips/s, memory, GFLOPs."""
+    lines = ["| variant | mode | device | batch | ms/step | clips/s | peak MB | params (M) | "
+             "GFLOPs/step |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        memory = f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "n/a"
+        flops = f"{r.flops_per_step / 1e9:.1f}" if r.flops_per_step else "n/a"
+        lines.append(f"| {r.name} | {r.mode} | {r.device_name} | {r.batch_size} | "
+                     f"{1000 * r.step_time_s_median:.1f} | {r.clips_per_s:.2f} | {memory} | "
+                     f"{r.parameters / 1e6:.1f} | {flops} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the suite; write JSON + markdown under ``results_root()/bench``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from vlbook.models.evilm import VARIANTS
+
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants {unknown}: not E-ViLM variants; known {sorted(VARIANTS)}")
+    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results: list[BenchResult] = []
+    for variant in args.variants:
+        batch = args.toy_batch_size if variant == "evilm_toy" else args.paper_batch_size
+        measured = bench_variant(variant, batch_size=batch, text_len=args.text_len,
+                                 steps=args.steps, warmup=args.warmup, modes=modes,
+                                 precision=args.precision, device=device,
+                                 count_flops=not args.no_flops)
+        for r in measured:
+            memory = f"{r.peak_memory_mb:.0f} MB" if r.peak_memory_mb is not None else "n/a"
+            print(f"{r.name} {r.mode}: {1000 * r.step_time_s_median:.1f} ms/step, "
+                  f"peak {memory} ({r.memory_kind})", flush=True)
+        results.extend(measured)
+    out_dir = results_root() / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = f"evilm-{device.replace(':', '')}-{args.precision}"
+    payload = {"suite": "evilm", "results": [asdict(r) for r in results]}
+    json_path = out_dir / f"{label}.json"
+    json_path.write_text(json.dumps(payload, indent=1))
+    (out_dir / f"{label}.md").write_text(markdown_table(results))
+    print(markdown_table(results))
+    print(f"wrote {json_path}")
+    return payload
