@@ -164,6 +164,37 @@ def test_vtc_and_vtm_terms_and_table5_switches():
     assert float(only_vtm["loss_vtm"]) == pytest.approx(0.693, abs=0.25)
 
 
+def test_cross_modal_masks_of_their_own():
+    """Toy option: VTC / VTM draw their own (lighter) masks instead of reusing the MSM ones."""
+    from vlbook.losses import vtc_loss
+
+    torch.manual_seed(0)
+    config = tiny_config(msm_weight=0.0, vtm_weight=0.0, cross_modal_video_mask_ratio=0.0,
+                         cross_modal_text_mask_ratio=0.0)
+    model = SimVTP(config).eval()
+    batch = make_batch(config)
+    # ratio 0: the VTC passes see every tube and every word, whatever the MSM masks are
+    expected = vtc_loss(model.forward_encoder(batch["video"]).pooled,
+                        model.forward_encoder(None, batch["input_ids"],
+                                              batch["attention_mask"]).pooled,
+                        temperature=config.vtc_temperature, combine="sum").loss
+    got = model(batch)["loss_vtc"]
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    # the code's default reuses the 90 % / 75 % MSM masks: a different value
+    reused = SimVTP(tiny_config(msm_weight=0.0, vtm_weight=0.0))
+    reused.load_state_dict(model.state_dict())
+    assert float(reused.eval()(batch)["loss_vtc"]) != pytest.approx(float(expected), rel=1e-3)
+    # VTM with its own masks: a separate positive pass, still a 2-way loss on 2B pairs
+    vtm = SimVTP(tiny_config(msm_weight=0.0, vtc_weight=0.0, cross_modal_video_mask_ratio=0.5,
+                             cross_modal_text_mask_ratio=0.15))
+    out = vtm(batch)
+    assert set(out) == {"loss", "loss_vtm", "acc_vtm"}
+    out["loss"].backward()
+    assert vtm.vtm_head.weight.grad is not None
+    with pytest.raises(ValueError, match="cross_modal_video_mask_ratio"):
+        tiny_config(cross_modal_video_mask_ratio=1.0)
+
+
 def test_vtm_warns_when_the_batch_has_one_clip():
     config = tiny_config(msm_weight=0.0, vtc_weight=0.0)
     batch = make_batch(config)
