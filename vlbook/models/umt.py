@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlbook.config import Param, register_chapter_params, register_preset
+from vlbook.data.cache import cache_dataset
 from vlbook.losses import (
     LearnableTemperature,
     mlm_loss,
@@ -65,6 +66,7 @@ from vlbook.masking import (
 )
 from vlbook.models.base import MODELS, VLModel
 from vlbook.nn import Block, PatchEmbed2d, Transformer, TubeletEmbed, sinusoid_position_table
+from vlbook.train.toy import train_on_cache
 
 __all__ = [
     "MASK_TYPES",
@@ -1082,28 +1084,6 @@ def activation_bytes(model: nn.Module, run: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def cache_dataset(dataset: Any, max_items: int | None = None, batch_size: int = 64
-                  ) -> dict[str, Any]:
-    """Decode a dataset once into stacked tensors (toy runs re-use the clips many times)."""
-    from torch.utils.data import DataLoader, Subset
-
-    if max_items is not None and max_items < len(dataset):
-        dataset = Subset(dataset, range(max_items))
-    collate = getattr(getattr(dataset, "dataset", dataset), "collate", None)
-    parts: dict[str, list[Any]] = {}
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
-        for key, value in batch.items():
-            if key != "skipped":
-                parts.setdefault(key, []).append(value)
-    cached: dict[str, Any] = {}
-    for key, values in parts.items():
-        if torch.is_tensor(values[0]):
-            cached[key] = torch.cat(values)
-        elif isinstance(values[0], list):
-            cached[key] = [x for v in values for x in v]
-    return cached
-
-
 def synthetic_data(preset: Mapping[str, Any], root: str | Path | None = None) -> dict[str, Any]:
     """The synthetic benchmark, decoded once: image-text pairs (teacher), clips (stage 1/2),
     action classes (train/test), held-out retrieval pairs and multiple-choice items."""
@@ -1138,39 +1118,12 @@ def synthetic_data(preset: Mapping[str, Any], root: str | Path | None = None) ->
     }
 
 
-def train_steps(
-    model: nn.Module, data: Mapping[str, Any], *, steps: int, batch_size: int, lr: float,
-    weight_decay: float = 0.05, betas: tuple[float, float] = (0.9, 0.95), warmup: float = 0.1,
-    seed: int = 0, step_fn: Any = None, keys: Sequence[str] = ("video", "input_ids",
-                                                                 "attention_mask",
-                                                                 "video_index"),
-) -> list[dict[str, float]]:
-    """AdamW with linear warm-up and cosine decay on random batches of cached tensors.
-
-    ``step_fn(model, batch, generator)`` returns the loss dict (default ``model(batch)``).
-    Returns the per-step history of every loss term.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
-    warm = max(int(warmup * steps), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min((i + 1) / warm, 0.5 * (
-        1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))))
-    n = len(data["video"])
-    history = []
-    model.train()
-    for _ in range(steps):
-        pick = torch.randperm(n, generator=gen)[:batch_size]
-        batch = {k: data[k][pick] for k in keys if k in data}
-        out = step_fn(model, batch, gen) if step_fn is not None else model(batch)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        history.append({k: float(v.detach()) for k, v in out.items()})
-    model.eval()
-    return history
+def train_steps(model: nn.Module, data: Mapping[str, Any], *, steps: int, batch_size: int,
+                lr: float, **kwargs: Any) -> list[dict[str, float]]:
+    """:func:`vlbook.train.toy.train_on_cache` (AdamW, warm-up, cosine) returning the per-step
+    history of every loss term; ``step_fn(model, batch, generator)`` gives the loss dict."""
+    return train_on_cache(model, data, steps=steps, batch_size=batch_size, lr=lr,
+                          **kwargs).history
 
 
 def stage1_step(model: UMT, batch: Mapping[str, Any], generator: torch.Generator
