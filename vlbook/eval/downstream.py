@@ -213,6 +213,7 @@ class LinearProbeResult:
     train_accuracy: float
     weight_decay: float
     units: str
+    predictions: torch.Tensor | None = None  # held-out predicted class per test row
 
 
 def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
@@ -258,6 +259,8 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tens
         opt.step(closure)
     with torch.no_grad():
         train_acc = float(((xtr @ weight + bias).argmax(1) == ytr).double().mean())
-        test_acc = float(((xte @ weight + bias).argmax(1) == yte).double().mean())
+        predictions = (xte @ weight + bias).argmax(1)
+        test_acc = float((predictions == yte).double().mean())
     scale = _scale(units)
-    return LinearProbeResult(test_acc * scale, train_acc * scale, weight_decay, units)
+    return LinearProbeResult(test_acc * scale, train_acc * scale, weight_decay, units,
+                             predictions)
