@@ -90,3 +90,18 @@ def test_linear_probe_learns_separable_classes_and_not_noise():
     assert noise.accuracy < 50.0  # chance is 33%
     with pytest.raises(ValueError, match="same D"):
         linear_probe_accuracy(xtr, ytr, xte[:, :8], yte)
+
+
+def test_multiple_choice_breakdown_pools_temporal_and_static_distractors() -> None:
+    from vlbook.eval import multiple_choice_breakdown
+
+    scores = torch.tensor([[0.2, 0.5, 0.1], [0.9, 0.4, 0.9]])
+    answer = torch.tensor([0, 0])
+    attributes = [[None, "motion", "colour"], [None, "order", "shape"]]
+    out = multiple_choice_breakdown(scores, answer, attributes, units="fraction")
+    assert out["accuracy"] == 0.0  # item 0 loses to motion, item 1 ties with shape
+    assert out["pairwise/motion"] == 0.0 and out["pairwise/order"] == 1.0
+    assert out["pairwise/colour"] == 1.0 and out["pairwise/shape"] == 0.0
+    assert out["pairwise/temporal"] == 0.5 and out["pairwise/static"] == 0.5
+    with pytest.raises(ValueError, match="attribute lists"):
+        multiple_choice_breakdown(scores, answer, attributes[:1])

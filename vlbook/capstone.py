@@ -34,12 +34,11 @@ from torch import nn
 
 from vlbook.analysis import count_flops, count_parameters
 from vlbook.data.cache import cache_dataset
+from vlbook.eval.downstream import TEMPORAL_ATTRIBUTES
 from vlbook.train.toy import ToyRun, train_on_cache
 
 #: The five methods in the book's order.
 METHOD_NAMES: tuple[str, ...] = ("vlm", "simvtp", "umt", "allinone", "evilm")
-#: Distractor attributes of the synthetic MC items that need more than one frame.
-TEMPORAL_ATTRIBUTES: tuple[str, ...] = ("motion", "order")
 STATIC_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count")
 
 
@@ -464,29 +463,11 @@ def _embed_texts(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor,
 
 def mc_breakdown(scores: torch.Tensor, answer: torch.Tensor,
                  attributes: Sequence[Sequence[str | None]]) -> dict[str, float]:
-    """5-way accuracy and, per distractor attribute, how often the answer outscores it.
+    """:func:`vlbook.eval.multiple_choice_breakdown` with the synthetic benchmark's temporal
+    attributes (percent)."""
+    from vlbook.eval import multiple_choice_breakdown
 
-    ``scores`` ``(N, K)``; ``attributes[i][j]`` names what option ``j`` of item ``i`` changes
-    (None for the answer). Returns percentages: ``accuracy``, ``pairwise/<attribute>``, and
-    ``pairwise/temporal`` / ``pairwise/static`` pooled over :data:`TEMPORAL_ATTRIBUTES` and
-    :data:`STATIC_ATTRIBUTES`. Ties count as wrong.
-    """
-    from vlbook.eval import multiple_choice_accuracy
-
-    out = {"accuracy": float(multiple_choice_accuracy(scores, answer))}
-    wins: dict[str, list[bool]] = {}
-    for i, attrs in enumerate(attributes):
-        right = scores[i, answer[i]]
-        for j, attr in enumerate(attrs):
-            if j == int(answer[i]) or attr is None:
-                continue
-            won = bool(right > scores[i, j])
-            wins.setdefault(attr, []).append(won)
-            group = "temporal" if attr in TEMPORAL_ATTRIBUTES else "static"
-            wins.setdefault(group, []).append(won)
-    for key, values in sorted(wins.items()):
-        out[f"pairwise/{key}"] = 100.0 * sum(values) / len(values)
-    return out
+    return multiple_choice_breakdown(scores, answer, attributes, temporal=TEMPORAL_ATTRIBUTES)
 
 
 def evaluate_method(run: MethodRun, data: Mapping[str, Any], budget: Budget) -> dict[str, float]:

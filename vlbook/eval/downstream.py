@@ -70,6 +70,42 @@ def multiple_choice_accuracy(scores: torch.Tensor, answer: torch.Tensor,
     return float(correct.double().mean()) * _scale(units)
 
 
+#: Distractor attributes of the synthetic MC items that need more than one frame to reject.
+TEMPORAL_ATTRIBUTES: tuple[str, ...] = ("motion", "order")
+
+
+def multiple_choice_breakdown(scores: torch.Tensor, answer: torch.Tensor,
+                              attributes: Sequence[Sequence[str | None]],
+                              temporal: Sequence[str] = TEMPORAL_ATTRIBUTES,
+                              units: str = "percent") -> dict[str, float]:
+    """K-way accuracy and, per distractor attribute, how often the answer outscores it.
+
+    When every distractor changes one attribute of the true caption (the synthetic ``mc``
+    task's ``option_attributes``), the K-way accuracy mixes easy and hard distractors; scoring
+    each pair separately says which changes a model notices. ``attributes[i][j]`` names what
+    option ``j`` of item ``i`` changes (None for the answer). Returns ``accuracy``,
+    ``pairwise/<attribute>`` and ``pairwise/temporal`` / ``pairwise/static`` pooled over
+    ``temporal`` and the rest. Ties count as losses.
+    """
+    scores = torch.as_tensor(scores)
+    answer = torch.as_tensor(answer).long()
+    if len(attributes) != scores.shape[0]:
+        raise ValueError(f"{len(attributes)} attribute lists for {scores.shape[0]} questions")
+    out = {"accuracy": multiple_choice_accuracy(scores, answer, units=units)}
+    wins: dict[str, list[bool]] = {}
+    for i, attrs in enumerate(attributes):
+        right = scores[i, answer[i]]
+        for j, attr in enumerate(attrs):
+            if j == int(answer[i]) or attr is None:
+                continue
+            won = bool(right > scores[i, j])
+            wins.setdefault(attr, []).append(won)
+            wins.setdefault("temporal" if attr in temporal else "static", []).append(won)
+    for key, values in sorted(wins.items()):
+        out[f"pairwise/{key}"] = sum(values) / len(values) * _scale(units)
+    return out
+
+
 def normalize_answer(text: str) -> str:
     """Lower-case, strip, collapse whitespace (the QA datasets' answers are single words)."""
     return re.sub(r"\s+", " ", text.strip().lower())
