@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlbook.config import Param, register_chapter_params, register_preset
+from vlbook.eval.downstream import TEMPORAL_ATTRIBUTES
 from vlbook.losses import (
     VTMPairs,
     hard_negative_indices,
@@ -1376,7 +1377,7 @@ def evaluate_vtm(model: AllInOne, dataset: Any, max_items: int | None = None,
             "mlm_accuracy": mlm_hits / max(mlm_total, 1), "mlm_chance": 1 / model.config.vocab_size}
 
 
-TEMPORAL_OPTION_ATTRIBUTES: tuple[str, ...] = ("motion", "order")
+TEMPORAL_OPTION_ATTRIBUTES: tuple[str, ...] = TEMPORAL_ATTRIBUTES
 
 
 @torch.no_grad()
@@ -1393,29 +1394,28 @@ def evaluate_multiple_choice(model: AllInOne, dataset: Any, max_items: int | Non
     must then win coin flips against the other four: 5-way accuracy can fall *below* 1/5.
     Returns accuracies and their chance levels.
     """
+    from vlbook.eval import multiple_choice_breakdown
+
     model.eval()
-    hits_all = hits_temporal = chance_temporal = n = 0.0
-    pairs: dict[str, list[float]] = {}
+    hits_temporal = chance_temporal = 0.0
+    scores, labels, attributes = [], [], []
     for batch in _loader(dataset, max_items, batch_size):
         out = model.score_options(batch["video"], batch["option_ids"], batch["option_mask"])
-        labels = batch["label"]
-        hits_all += float((out.prediction == labels).sum())
-        for i, attributes in enumerate(batch["option_attributes"]):
-            keep = torch.tensor([a is None or a in TEMPORAL_OPTION_ATTRIBUTES
-                                 for a in attributes])
-            scores = out.scores[i].masked_fill(~keep, float("-inf"))
-            hits_temporal += float(int(scores.argmax()) == int(labels[i]))
+        for i, attrs in enumerate(batch["option_attributes"]):
+            keep = torch.tensor([a is None or a in TEMPORAL_OPTION_ATTRIBUTES for a in attrs])
+            temporal_scores = out.scores[i].masked_fill(~keep, float("-inf"))
+            hits_temporal += float(int(temporal_scores.argmax()) == int(batch["label"][i]))
             chance_temporal += 1.0 / int(keep.sum())
-            truth = out.scores[i, int(labels[i])]
-            for j, attribute in enumerate(attributes):
-                if attribute is not None and j != int(labels[i]):
-                    won = float(truth > out.scores[i, j])
-                    pairs.setdefault(attribute, []).append(won)
-                    if attribute in TEMPORAL_OPTION_ATTRIBUTES:
-                        pairs.setdefault("temporal", []).append(won)
-        n += len(labels)
+        scores.append(out.scores)
+        labels.append(batch["label"])
+        attributes += list(batch["option_attributes"])
+    n = float(len(attributes))
+    breakdown = multiple_choice_breakdown(torch.cat(scores), torch.cat(labels), attributes,
+                                          temporal=TEMPORAL_OPTION_ATTRIBUTES, units="fraction")
+    hits_all = float((torch.cat(scores).argmax(1) == torch.cat(labels)).sum())
+    pair_accuracy = {f"pair_{k[len('pairwise/'):]}": v for k, v in breakdown.items()
+                     if k.startswith("pairwise/")}
     n = max(n, 1.0)
-    pair_accuracy = {f"pair_{k}": sum(v) / len(v) for k, v in sorted(pairs.items())}
     return {"mc_accuracy": hits_all / n, "mc_chance": 1 / 5, "mc_temporal_accuracy":
             hits_temporal / n, "mc_temporal_chance": chance_temporal / n, **pair_accuracy,
             "items": n}
