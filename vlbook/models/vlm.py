@@ -1172,7 +1172,7 @@ def evaluate_multiple_choice(model: VLM, data: Mapping[str, Any], split: str = "
     """Multiple choice by video-answer similarity of separate passes (VLM Sec. 4.4, Table 6)."""
     from vlbook.data.annotations import read_jsonl
     from vlbook.data.tokenizer import tokenize
-    from vlbook.eval import multiple_choice_accuracy
+    from vlbook.eval import multiple_choice_breakdown
 
     model.eval()
     records, index = _feature_bank(data["features"], split)
@@ -1189,14 +1189,11 @@ def evaluate_multiple_choice(model: VLM, data: Mapping[str, Any], split: str = "
     # pairwise: the true caption against each one-attribute distractor (chance 50 %); with
     # four such edits a model right on every attribute with probability p scores about p**4
     # on the 5-way question, which can sit below 20 % even when p > 50 %.
-    pairwise: dict[str, list[float]] = {}
-    for q, row, true in zip(questions, scores.tolist(), answer.tolist()):
-        for j, attribute in enumerate(q.get("option_attributes") or []):
-            if attribute is not None and j != true:
-                pairwise.setdefault(attribute, []).append(float(row[true] > row[j]))
-    out = {"accuracy": multiple_choice_accuracy(scores, answer), "chance": 100.0 / k,
-           "items": len(questions)}
-    out.update({f"vs {a} (chance 50)": 100.0 * float(np.mean(v)) for a, v in pairwise.items()})
+    attributes = [q.get("option_attributes") or [None] * k for q in questions]
+    breakdown = multiple_choice_breakdown(scores, answer, attributes)
+    out = {"accuracy": breakdown.pop("accuracy"), "chance": 100.0 / k, "items": len(questions)}
+    out.update({f"vs {key.split('/', 1)[1]} (chance 50)": value
+                for key, value in breakdown.items()})
     return out
 
 
