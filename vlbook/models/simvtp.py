@@ -1426,9 +1426,12 @@ def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: Cach
     ``mc_accuracy``: through the VTM head (the paper's protocol); ``mc_accuracy_vtc``: the option
     whose text embedding is closest (cosine) to the clip's, i.e. through the VTC features.
     """
+    from vlbook.eval import multiple_choice_breakdown
+
     model.eval()
     n = len(data["label"]) if max_items is None else min(max_items, len(data["label"]))
     hits = hits_vtc = 0
+    vtm_scores, vtc_scores = [], []
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         video = clips.video[data["clip"][sl]].float()
@@ -1439,8 +1442,19 @@ def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: Cach
         text = model.encode_text(ids.reshape(b * k, length), mask.reshape(b * k, length))
         similarity = torch.einsum("bd,bkd->bk", model.encode_video(video), text.view(b, k, -1))
         hits_vtc += int((similarity.argmax(dim=1) == label).sum())
-    return {"mc_accuracy": hits / max(n, 1), "mc_accuracy_vtc": hits_vtc / max(n, 1),
-            "mc_chance": 1 / data["option_ids"].shape[1], "mc_items": n}
+        vtm_scores.append(out.scores)
+        vtc_scores.append(similarity)
+    result = {"mc_accuracy": hits / max(n, 1), "mc_accuracy_vtc": hits_vtc / max(n, 1),
+              "mc_chance": 1 / data["option_ids"].shape[1], "mc_items": n}
+    attributes = data.get("option_attributes")
+    if n and attributes is not None and all(a is not None for a in attributes[:n]):
+        # the true caption against its static / temporal one-attribute distractors (chance .5)
+        for name, scores in (("mc", vtm_scores), ("mc_vtc", vtc_scores)):
+            breakdown = multiple_choice_breakdown(torch.cat(scores), data["label"][:n],
+                                                  attributes[:n], units="fraction")
+            result[f"{name}_vs_static"] = breakdown["pairwise/static"]
+            result[f"{name}_vs_temporal"] = breakdown["pairwise/temporal"]
+    return result
 
 
 @torch.no_grad()
