@@ -1180,16 +1180,32 @@ def zero_shot_retrieval(model: UMT, pairs: Mapping[str, Any]) -> Any:
 
 
 @torch.no_grad()
+def multiple_choice_scores(model: UMT, mc: Mapping[str, Any], batch_size: int = 32,
+                           method: str = "vtc") -> torch.Tensor:
+    """Scores ``(N, K)`` of every option by VTC cosine (or VTM match probability)."""
+    return torch.cat([model.score_options(mc["video"][i:i + batch_size],
+                                          mc["option_ids"][i:i + batch_size],
+                                          mc["option_mask"][i:i + batch_size],
+                                          method=method).scores
+                      for i in range(0, len(mc["video"]), batch_size)])
+
+
 def multiple_choice(model: UMT, mc: Mapping[str, Any], batch_size: int = 32,
                     method: str = "vtc") -> float:
     """Multiple-choice accuracy (percent, chance 20) by VTC (or VTM) scores of the options."""
-    hits = 0
-    for i in range(0, len(mc["video"]), batch_size):
-        out = model.score_options(mc["video"][i:i + batch_size],
-                                  mc["option_ids"][i:i + batch_size],
-                                  mc["option_mask"][i:i + batch_size], method=method)
-        hits += int((out.prediction == mc["label"][i:i + batch_size]).sum())
-    return 100.0 * hits / max(len(mc["video"]), 1)
+    scores = multiple_choice_scores(model, mc, batch_size, method)
+    return 100.0 * float((scores.argmax(1) == mc["label"]).float().mean())
+
+
+def multiple_choice_pairwise(model: UMT, mc: Mapping[str, Any], method: str = "vtc"
+                             ) -> dict[str, float]:
+    """How often the true caption beats its static / temporal one-attribute distractors
+    (percent, chance 50), by :func:`vlbook.eval.multiple_choice_breakdown`."""
+    from vlbook.eval import multiple_choice_breakdown
+
+    out = multiple_choice_breakdown(multiple_choice_scores(model, mc, method=method),
+                                    mc["label"], mc["option_attributes"])
+    return {"static": out["pairwise/static"], "temporal": out["pairwise/temporal"]}
 
 
 def target_variant(name: str) -> dict[str, float]:
