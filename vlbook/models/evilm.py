@@ -1228,15 +1228,27 @@ def pretrain(model: EViLM, dataset: Any, preset: Mapping[str, Any], *, steps: in
 @torch.no_grad()
 def evaluate_multiple_choice(model: EViLM, batches: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Zero-shot multiple choice by VTM (Table 4); chance 1/K."""
+    from vlbook.eval import multiple_choice_breakdown
+
     model.eval()
     hits = n = 0
     k = 1
+    scores, labels, attributes = [], [], []
     for batch in batches:
         out = model.score_options(batch["video"], batch["option_ids"], batch["option_mask"])
         hits += int((out.prediction == batch["label"]).sum())
         n += len(batch["label"])
         k = batch["option_ids"].shape[1]
-    return {"mc_accuracy": 100.0 * hits / max(n, 1), "mc_chance": 100.0 / k, "items": n}
+        scores.append(out.scores)
+        labels.append(batch["label"])
+        attributes += list(batch.get("option_attributes") or [None] * len(batch["label"]))
+    result = {"mc_accuracy": 100.0 * hits / max(n, 1), "mc_chance": 100.0 / k, "items": n}
+    if n and all(a is not None for a in attributes):
+        # the true caption against its static / temporal one-attribute distractors (chance 50)
+        breakdown = multiple_choice_breakdown(torch.cat(scores), torch.cat(labels), attributes)
+        result["mc_vs_static"] = breakdown["pairwise/static"]
+        result["mc_vs_temporal"] = breakdown["pairwise/temporal"]
+    return result
 
 
 @torch.no_grad()
