@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlbook.ledger import check_ledger
 from vlbook.paths import REPO_ROOT
 
 BOOK_SRC = REPO_ROOT / "book"
@@ -72,12 +73,13 @@ def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
     return path
 
 
-def write_ledger(stage: Path) -> Path:
-    """The reproduction ledger page, generated from the result files chapters write."""
+def write_ledger(stage: Path, scale: str | None = None) -> Path:
+    """The reproduction ledger page, generated from the result files chapters write: the runs
+    at ``scale`` (and ``full`` runs, when a cluster has written them); every run when None."""
     from vlbook.results import ledger_markdown
 
     path = stage / "ledger.md"
-    path.write_text(ledger_markdown())
+    path.write_text(ledger_markdown(scales=None if scale is None else (scale, "full")))
     return path
 
 
@@ -187,8 +189,9 @@ def build(
     chapters = existing_chapters()
     stage_book(scale, stage)
     timings = execute_chapters(scale, stage, chapters, executed)
+    check_ledger([stem for stem, _ in chapters], scale)  # a chapter that dropped a row fails
     write_toc(stage, chapters)
-    write_ledger(stage)
+    write_ledger(stage, scale)
     write_benchmarks(stage)
     config = stage / "_config.yml"
     mathjax = _mathjax(stage, REPO_ROOT / "build" / "npm")

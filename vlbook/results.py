@@ -76,15 +76,47 @@ class Ledger:
     rows: list[LedgerRow] = field(default_factory=list)
 
 
-def collect_ledger(root: Path | None = None) -> list[LedgerRow]:
-    """All ledger rows under the results root, larger scales first."""
+def collect_ledger(root: Path | None = None, scales: tuple[str, ...] | None = None
+                   ) -> list[LedgerRow]:
+    """All ledger rows under the results root, larger scales first.
+
+    ``scales``: read only the runs of those scales (``results/<chapter>/<scale>/``; default
+    every run). An ``exact`` row (parameter counts, FLOPs) written by several runs is kept once.
+    """
     root = root or results_root()
     rows: list[LedgerRow] = []
+    seen_exact: set[tuple[str, str, str, str]] = set()
     for path in sorted(root.glob("*/*/ledger.json")):
-        rows += [LedgerRow(**r) for r in json.loads(path.read_text())["data"]]
+        if scales is not None and path.parent.name not in scales:
+            continue
+        for r in json.loads(path.read_text())["data"]:
+            row = LedgerRow(**r)
+            key = (row.paper, row.table, row.row, row.metric)
+            if row.scale == "exact":
+                if key in seen_exact:
+                    continue
+                seen_exact.add(key)
+            rows.append(row)
     order = {s: i for i, s in enumerate(SCALE_ORDER)}
     rows.sort(key=lambda r: (r.paper, r.table, r.row, order.get(r.scale, 99)))
     return rows
+
+
+def _expected_but_absent(rows: list[LedgerRow], root: Path, scales: tuple[str, ...] | None
+                         ) -> list[LedgerRow]:
+    """"not run" rows for every expected row no run wrote (chapters never executed too)."""
+    from vlbook.ledger import EXPECTED_ROWS
+
+    have = {(r.paper, r.table, r.row, r.metric) for r in rows}
+    absent = []
+    for chapter, keys in EXPECTED_ROWS.items():
+        ran = [p.parent.name for p in root.glob(f"{chapter}/*/ledger.json")
+               if scales is None or p.parent.name in scales]
+        note = (f"not written by the {'/'.join(sorted(ran))} run of notebooks/{chapter}.ipynb"
+                if ran else f"notebooks/{chapter}.ipynb has not been run")
+        absent += [LedgerRow(*key, None, None, "—", "not run", note)
+                   for key in keys if key not in have]
+    return absent
 
 
 def _fmt(value: float | str | None) -> str:
@@ -97,9 +129,13 @@ def _fmt(value: float | str | None) -> str:
     return str(value)
 
 
-def ledger_markdown(root: Path | None = None) -> str:
-    """The reproduction ledger page as MyST markdown."""
-    rows = collect_ledger(root)
+def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = None) -> str:
+    """The reproduction ledger page as MyST markdown: one section per paper, a status count,
+    then paper value and ours side by side. Expected rows that no run wrote
+    (:data:`vlbook.ledger.EXPECTED_ROWS`) are listed as ``not run``, never dropped."""
+    root = root or results_root()
+    rows = collect_ledger(root, scales)
+    rows += _expected_but_absent(rows, root, scales)
     lines = [
         "# Reproduction ledger",
         "",
@@ -107,24 +143,30 @@ def ledger_markdown(root: Path | None = None) -> str:
         " built; this page is generated from those files. *Scale* says what was compared:"
         " `exact` rows (parameter counts, FLOPs) compare the same quantity; `toy` rows compare a"
         " trend on the synthetic benchmark with the paper's real-data number, so only the"
-        " *direction* can match; `full` rows come from a run of the paper's configuration.",
+        " *direction* can match; `full` rows come from a run of the paper's configuration."
+        " A row marked *not run* is one the chapter covers but this build did not measure.",
         "",
     ]
     if not rows:
-        lines.append(
-            "No chapter has written ledger rows yet. Each paper chapter adds its rows when it is"
-            " executed."
-        )
+        lines.append("No chapter has written ledger rows yet.")
         return "\n".join(lines) + "\n"
-    lines += [
-        "| paper | table | row | metric | paper | ours | scale | status | note |",
-        "| --- | --- | --- | --- | ---: | ---: | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.paper} | {r.table} | {r.row} | {r.metric} | {_fmt(r.paper_value)} | "
-            f"{_fmt(r.ours)} | {r.scale} | {r.status} | {r.note} |"
-        )
+    papers = list(dict.fromkeys(r.paper for r in sorted(rows, key=lambda r: r.paper)))
+    lines += ["| paper | " + " | ".join(STATUSES) + " | rows |",
+              "| --- | " + " | ".join("---:" for _ in STATUSES) + " | ---: |"]
+    for paper in papers:
+        mine = [r for r in rows if r.paper == paper]
+        counts = [sum(r.status == s for r in mine) for s in STATUSES]
+        lines.append(f"| {paper} | " + " | ".join(map(str, counts)) + f" | {len(mine)} |")
+    for paper in papers:
+        lines += ["", f"## {paper}", "",
+                  "| table | row | metric | paper | ours | scale | status | note |",
+                  "| --- | --- | --- | ---: | ---: | --- | --- | --- |"]
+        order = {s: i for i, s in enumerate(SCALE_ORDER)}
+        for r in sorted((r for r in rows if r.paper == paper),
+                        key=lambda r: (r.table, r.row, order.get(r.scale, 99))):
+            cells = [r.table, r.row, r.metric, _fmt(r.paper_value), _fmt(r.ours), r.scale,
+                     r.status, r.note]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
