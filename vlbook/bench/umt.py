@@ -16,14 +16,20 @@ Defaults are CPU-friendly (batch 8 for the toy model, 1 for the paper sizes); on
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from typing import Any
 
 import torch
 
+from vlbook.bench.common import (
+    add_step_arguments,
+    check_variants,
+    modes_of,
+    report,
+    resolve_device,
+    setup_threads,
+    write_suite,
+)
 from vlbook.bench.train import BenchResult, benchmark
-from vlbook.paths import results_root
 
 TOY_VARIANTS: tuple[str, ...] = ("umt_toy",)
 PAPER_VARIANTS: tuple[str, ...] = ("umt_base", "umt_large")
@@ -64,16 +70,18 @@ def _factory(variant: str, target: str) -> Any:
 
 def bench_variant(variant: str, *, batch_size: int, target: str = "uta", steps: int = 3,
                   warmup: int = 1, modes: tuple[str, ...] = ("train", "infer"),
-                  precision: str = "no", device: str = "auto") -> list[BenchResult]:
-    """Benchmark one UMT variant and target design (Table 1 row)."""
+                  precision: str = "no", device: str = "auto", count_flops: bool = False
+                  ) -> list[BenchResult]:
+    """Benchmark one UMT variant and target design (Table 1 row). ``count_flops``: count on
+    the CPU (the masks select tokens by value, which the meta device cannot do; fused
+    attention is then not counted)."""
     factory = _factory(variant, target)
     example = {"video": factory().example_batch(batch_size,
                                                 torch.Generator().manual_seed(0))["video"]}
     name = f"umt-{variant}-{target}-b{batch_size}"
-    # FLOPs are not counted: masking selects tokens by value, which the meta device cannot do
     return [benchmark(factory, example, name=name, model_name=variant, mode=mode, steps=steps,
                       warmup=warmup, precision=precision, device=device,
-                      count_model_flops=False)
+                      count_model_flops=count_flops)
             for mode in modes]
 
 
@@ -83,38 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Table 1 designs: uta, uta+masked, uta+mae, mae")
     parser.add_argument("--toy-batch-size", type=int, default=8)
     parser.add_argument("--paper-batch-size", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
-    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="no")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-
-
-def markdown_table(results: list[BenchResult]) -> str:
-    """One row per measurement: name, mode, device, batch, step time, clips/s, memory."""
-    lines = ["| run | mode | device | batch | ms/step | clips/s | peak MB | params (M) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        memory = f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "n/a"
-        lines.append(f"| {r.name} | {r.mode} | {r.device_name} | {r.batch_size} | "
-                     f"{1000 * r.step_time_s_median:.1f} | {r.clips_per_s:.2f} | {memory} | "
-                     f"{r.parameters / 1e6:.1f} |")
-    return "\n".join(lines) + "\n"
+    add_step_arguments(parser, flops=False)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup_threads(args)
     from vlbook.models.umt import VARIANTS
 
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"--variants {unknown}: not UMT variants; known {sorted(VARIANTS)}")
-    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_variants(args.variants, VARIANTS, "UMT")
+    modes = modes_of(args)
+    device = resolve_device(args.device)
     results: list[BenchResult] = []
     for variant in args.variants:
         batch = args.toy_batch_size if variant in TOY_VARIANTS else args.paper_batch_size
@@ -123,17 +109,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      warmup=args.warmup, modes=modes,
                                      precision=args.precision, device=device)
             for r in measured:
-                memory = f"{r.peak_memory_mb:.0f} MB" if r.peak_memory_mb is not None else "n/a"
-                print(f"{r.name} {r.mode}: {1000 * r.step_time_s_median:.1f} ms/step, "
-                      f"peak {memory} ({r.memory_kind})", flush=True)
+                report(r)
             results.extend(measured)
-    out_dir = results_root() / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    label = f"umt-{device.replace(':', '')}-{args.precision}"
-    payload = {"suite": "umt", "results": [asdict(r) for r in results]}
-    json_path = out_dir / f"{label}.json"
-    json_path.write_text(json.dumps(payload, indent=1))
-    (out_dir / f"{label}.md").write_text(markdown_table(results))
-    print(markdown_table(results))
-    print(f"wrote {json_path}")
-    return payload
+    return write_suite("umt", f"umt-{device.replace(':', '')}-{args.precision}", results)

@@ -1,0 +1,90 @@
+"""Pieces every benchmark suite shares: options, device choice, the results table, writing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlbook.bench.train import BenchResult
+from vlbook.paths import results_root
+
+
+def add_step_arguments(parser: argparse.ArgumentParser, *, flops: bool = True) -> None:
+    """``--steps --warmup --mode --precision --device --threads`` (and ``--no-flops``)."""
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    if flops:
+        parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+
+
+def check_variants(asked: list[str], known: Any, paper: str) -> None:
+    """Stop with the known names when ``--variants`` holds one that is not ``paper``'s."""
+    unknown = [v for v in asked if v not in known]
+    if unknown:
+        raise ValueError(f"--variants {unknown}: not {paper} variants; known {sorted(known)}")
+
+
+def modes_of(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("train", "infer") if args.mode == "both" else (args.mode,)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def setup_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    """One row per measurement: name, mode, device, batch, step time, clips/s, memory, params,
+    GFLOPs per step and (on a GPU) model FLOP utilisation."""
+    lines = ["| variant | mode | device | batch | ms/step | clips/s | peak MB | params (M) | "
+             "GFLOPs/step | MFU |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        memory = f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "n/a"
+        flops = f"{r.flops_per_step / 1e9:.1f}" if r.flops_per_step else "n/a"
+        mfu = f"{100 * r.mfu:.1f} %" if r.mfu is not None else "—"
+        lines.append(f"| {r.name} | {r.mode} | {r.device_name} | {r.batch_size} | "
+                     f"{1000 * r.step_time_s_median:.1f} | {r.clips_per_s:.2f} | {memory} | "
+                     f"{r.parameters / 1e6:.1f} | {flops} | {mfu} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(r: BenchResult) -> None:
+    """One progress line per measurement."""
+    memory = f"{r.peak_memory_mb:.0f} MB" if r.peak_memory_mb is not None else "n/a"
+    print(f"{r.name} {r.mode}: {1000 * r.step_time_s_median:.1f} ms/step, "
+          f"peak {memory} ({r.memory_kind})", flush=True)
+
+
+def write_suite(suite: str, label: str, results: list[BenchResult], *, header: str = "",
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``results_root()/bench/<label>.json`` and ``.md`` (``header`` above the table)."""
+    out_dir = results_root() / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"suite": suite, **(extra or {}), "results": [asdict(r) for r in results]}
+    json_path: Path = out_dir / f"{label}.json"
+    json_path.write_text(json.dumps(payload, indent=1))
+    table = markdown_table(results)
+    (out_dir / f"{label}.md").write_text((header + "\n\n" if header else "") + table)
+    print(table)
+    print(f"wrote {json_path}")
+    return payload
+
+
+__all__ = ["add_step_arguments", "check_variants", "markdown_table", "modes_of", "report",
+           "resolve_device", "setup_threads", "write_suite"]

@@ -1,0 +1,121 @@
+"""Every model of the book at toy and paper size in one table.
+
+``python -m vlbook.bench models`` runs each chapter's benchmark (:mod:`vlbook.bench.vlm`,
+``simvtp``, ``umt``, ``allinone``, ``evilm``) on its toy variant and its paper-size variant(s)
+with the same options and writes one table: training-step time (forward + backward + AdamW),
+inference clips/s (no-grad forward of the same step), peak memory, parameters, FLOPs per step
+and, on a GPU, the model FLOP utilisation. Results go to ``results_root()/bench/models-<device>
+-<precision>.json`` and ``.md`` (the book's benchmarks page shows every table there).
+
+CPU defaults keep the whole suite to a few minutes on 2 cores: toy batch 8, paper batch 1,
+2 timed steps after 1 warm-up. On a GPU: ``--device cuda --precision bf16 --paper-batch-size
+16 --steps 10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from vlbook.bench.common import (
+    add_step_arguments,
+    modes_of,
+    report,
+    resolve_device,
+    setup_threads,
+    write_suite,
+)
+from vlbook.bench.train import BenchResult
+
+CHAPTERS: tuple[str, ...] = ("vlm", "simvtp", "umt", "allinone", "evilm")
+#: Paper-size variants of each chapter (its own suite may bench more).
+PAPER_SIZE: dict[str, tuple[str, ...]] = {
+    "vlm": ("vlm_base",), "simvtp": ("simvtp_base",), "umt": ("umt_base",),
+    "allinone": ("allinone_tiny", "allinone_base"), "evilm": ("evilm",),
+}
+TOY_SIZE: dict[str, tuple[str, ...]] = {
+    "vlm": ("vlm_toy",), "simvtp": ("simvtp_toy",), "umt": ("umt_toy",),
+    "allinone": ("allinone_toy",), "evilm": ("evilm_toy",),
+}
+#: Chapters whose masks select tokens by value: FLOPs are counted on the CPU (a small
+#: undercount of fused attention), the others on the meta device.
+CPU_FLOPS: frozenset[str] = frozenset({"simvtp", "umt"})
+
+
+def variants(chapters: tuple[str, ...] | list[str], sizes: tuple[str, ...] | list[str]
+             ) -> list[tuple[str, str, str]]:
+    """``(chapter, size, variant)`` rows in book order."""
+    rows = []
+    for chapter in chapters:
+        if chapter not in CHAPTERS:
+            raise ValueError(f"unknown chapter {chapter!r}; known {CHAPTERS}")
+        for size in sizes:
+            table = {"toy": TOY_SIZE, "paper": PAPER_SIZE}.get(size)
+            if table is None:
+                raise ValueError(f"unknown size {size!r}; expected 'toy' or 'paper'")
+            rows += [(chapter, size, v) for v in table[chapter]]
+    return rows
+
+
+def bench_one(chapter: str, variant: str, *, batch_size: int, steps: int, warmup: int,
+              modes: tuple[str, ...], precision: str, device: str, count_flops: bool
+              ) -> list[BenchResult]:
+    """The chapter suite's ``bench_variant`` with the shared options."""
+    module = importlib.import_module(f"vlbook.bench.{chapter}")
+    bench: Callable[..., list[BenchResult]] = module.bench_variant
+    kwargs: dict[str, Any] = dict(batch_size=batch_size, steps=steps, warmup=warmup,
+                                  modes=modes, precision=precision, device=device,
+                                  count_flops=count_flops)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FLOP-count fallbacks, VTM with one-item batches
+        return bench(variant, **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
+    parser.add_argument("--sizes", nargs="+", default=["toy", "paper"], choices=("toy", "paper"))
+    parser.add_argument("--toy-batch-size", type=int, default=8)
+    parser.add_argument("--paper-batch-size", type=int, default=1)
+    add_step_arguments(parser)
+    parser.set_defaults(steps=2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    setup_threads(args)
+    device = resolve_device(args.device)
+    results: list[BenchResult] = []
+    skipped: list[str] = []
+    for chapter, size, variant in variants(args.chapters, args.sizes):
+        batch = args.toy_batch_size if size == "toy" else args.paper_batch_size
+        try:
+            measured = bench_one(chapter, variant, batch_size=batch, steps=args.steps,
+                                 warmup=args.warmup, modes=modes_of(args),
+                                 precision=args.precision, device=device,
+                                 count_flops=not args.no_flops)
+        except torch.OutOfMemoryError as err:  # a paper size on a small GPU: say so, go on
+            skipped.append(f"{variant} (batch {batch}): out of memory ({err})")
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            continue
+        for r in measured:
+            report(r)
+        results += measured
+    name = "GPU " + torch.cuda.get_device_name(device) if device.startswith("cuda") else (
+        f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})")
+    header = (f"# Models at toy and paper size ({name})\n\ntorch {torch.__version__}, "
+              f"precision {args.precision}, toy batch {args.toy_batch_size}, paper batch "
+              f"{args.paper_batch_size}, {args.steps} timed step(s) after {args.warmup} warm-up. "
+              "`train`: forward + backward + AdamW of the pre-training objective; `infer`: the "
+              "same objective without gradients. FLOPs of SimVTP and UMT are counted on the CPU "
+              "(their masks select tokens by value), which misses fused attention. Peak memory "
+              "on CPU is the process's resident set, not the model's alone.")
+    if skipped:
+        header += "\n\nSkipped: " + "; ".join(skipped)
+    label = f"models-{device.replace(':', '')}-{args.precision}"
+    return write_suite("models", label, results, header=header, extra={"skipped": skipped})
