@@ -60,6 +60,16 @@ def test_cider_is_ten_for_exact_captions_with_distinct_words():
     worse = caption_metrics(["red apple drives fast", *preds[1:]], refs, metrics=("CIDEr",),
                             units="fraction")
     assert worse["CIDEr"] < 10.0
+    # the per-caption values average to the corpus score; exact captions have no spread
+    assert s.per_item["CIDEr"] == pytest.approx([10.0, 10.0, 10.0])
+    assert s.standard_error("CIDEr") == pytest.approx(0.0, abs=1e-9)
+    values = worse.per_item["CIDEr"]
+    assert sum(values) / 3 == pytest.approx(worse["CIDEr"])
+    assert values[1:] == pytest.approx([10.0, 10.0]) and values[0] < 10.0
+    mean = sum(values) / 3
+    by_hand = (sum((v - mean) ** 2 for v in values) / 2 / 3) ** 0.5
+    assert worse.standard_error("CIDEr") == pytest.approx(by_hand)
+    assert worse.standard_error("BLEU-4") is None  # corpus-level: no per-caption values
 
 
 def test_meteor_runs_with_java_and_orders_captions():

@@ -57,3 +57,41 @@ def test_page_lists_missing_rows_as_not_run_and_keeps_scales_apart(tmp_path: Pat
     vlm_key = EXPECTED_ROWS["vlm"][0]
     assert f"| {vlm_key[1]} | {vlm_key[2]} | {vlm_key[3]} |" in page
     assert "notebooks/vlm.ipynb has not been run" in page
+
+
+def test_binomial_standard_error_by_hand() -> None:
+    from vlbook.results import binomial_se
+
+    # p = 0.2 on 100 items: sqrt(0.2 * 0.8 / 100) = 0.04 -> 4 points
+    assert binomial_se(20.0, 100) == pytest.approx(4.0)
+    assert binomial_se(50.0, 400) == pytest.approx(2.5)
+    assert binomial_se(0.0, 10) == 0.0
+    with pytest.raises(ValueError, match="number of evaluated items"):
+        binomial_se(20.0, 0)
+
+
+def test_above_chance_needs_two_standard_errors() -> None:
+    from vlbook.results import above_chance
+
+    # chance 20 % on 500 items: s.e. sqrt(.2 * .8 / 500) = 1.79 points, threshold 3.58
+    assert not above_chance(22.0, 20.0, 500)  # the VLM toy MC of an earlier run
+    assert above_chance(24.0, 20.0, 500)
+    assert not above_chance(24.0, 20.0, 50)  # same gap, ten times fewer items
+
+
+def test_clearly_greater_combines_both_errors() -> None:
+    from vlbook.results import clearly_greater, difference_note, trend_status
+
+    # 60 % vs 50 % on 200 items each: s.e. hypot(3.46, 3.54) = 4.95, threshold 9.9
+    assert clearly_greater(60.0, 50.0, 200)
+    assert not clearly_greater(59.0, 50.0, 200)
+    assert not clearly_greater(50.0, 60.0, 200)  # the wrong way round
+    assert difference_note(60.0, 50.0, 200) == "+10 ± 4.9 (1 s.e.)"
+    # other means: explicit standard errors (CIDEr 80 ± 3 vs 70 ± 3: threshold 8.5)
+    assert clearly_greater(80.0, 70.0, se_a=3.0, se_b=3.0)
+    assert not clearly_greater(80.0, 72.0, se_a=3.0, se_b=3.0)
+    with pytest.raises(ValueError, match="item count"):
+        clearly_greater(80.0, 70.0)
+    assert trend_status(True, "smoke") == "not run"
+    assert trend_status(True, "toy") == "direction reproduced"
+    assert trend_status(False, "full") == "differs"

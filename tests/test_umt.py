@@ -405,3 +405,28 @@ def test_probe_labels_and_target_rows():
     assert UMTConfig(**target_variant("mae")).uta_weight == 0.0
     with pytest.raises(ValueError, match="unknown target"):
         target_variant("pixels")
+
+
+def test_heldout_alignment_is_the_mean_of_per_clip_cosines_with_its_error():
+    import torch.nn.functional as F
+
+    from vlbook.models.umt import heldout_alignment
+
+    model = tiny_model()
+    clips = video(batch=5, seed=3)
+    mean, se = heldout_alignment(model, clips, batch_size=2, with_error=True)
+    assert heldout_alignment(model, clips, batch_size=5) == pytest.approx(mean, abs=1e-6)
+    # by hand, one clip at a time: the teacher's last layer against the last aligned head
+    per_clip = []
+    for i in range(5):
+        clip = clips[i:i + 1]
+        target = model.teacher_targets(clip, 1).tokens[-1]
+        _, hidden, positions = model.forward_student(clip, return_layers=1)
+        head = model.uta_heads[-1]
+        predicted = F.normalize(head["norm"](head["head"](
+            model.norm(hidden[-1]) + model.pos_embed[positions])), dim=-1)
+        per_clip.append(float((predicted * target).sum(-1).mean()))
+    values = torch.tensor(per_clip)
+    assert mean == pytest.approx(float(values.mean()), abs=1e-5)
+    assert se == pytest.approx(float(values.std() / 5 ** 0.5), abs=1e-5)
+    assert -1.0 <= mean <= 1.0 and se > 0

@@ -40,6 +40,74 @@ class LedgerRow:
             raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
 
 
+# --------------------------------------------------------------------------------------------
+# verdicts: is a toy-scale difference larger than its noise?
+# --------------------------------------------------------------------------------------------
+
+#: How many standard errors a difference must exceed before a ledger row claims a direction
+#: (about a one-sided 2 % test under the normal approximation).
+Z_THRESHOLD = 2.0
+
+
+def binomial_se(percent: float, n: int) -> float:
+    """Standard error, in percentage points, of an accuracy (or recall) in percent measured on
+    ``n`` independent items: ``100 * sqrt(p (1 - p) / n)``."""
+    if n <= 0:
+        raise ValueError(f"binomial_se: n={n}; expected the number of evaluated items (> 0)")
+    p = min(max(percent / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+def above_chance(ours: float, chance: float, n: int, z: float = Z_THRESHOLD) -> bool:
+    """``ours`` (%) exceeds ``chance`` (%) by more than ``z`` standard errors of an accuracy at
+    chance on ``n`` items (the one-sided binomial test, normal approximation)."""
+    return ours - chance > z * max(binomial_se(chance, n), 1e-9)
+
+
+def _difference_se(a: float, b: float, n_a: int | None, n_b: int | None,
+                   se_a: float | None, se_b: float | None) -> float:
+    if se_a is None:
+        if n_a is None:
+            raise ValueError("give the item count n_a (accuracies) or the standard error se_a")
+        se_a = binomial_se(a, n_a)
+    if se_b is None:
+        n_b = n_b or n_a
+        if n_b is None:
+            raise ValueError("give the item count n_b (accuracies) or the standard error se_b")
+        se_b = binomial_se(b, n_b)
+    return math.hypot(se_a, se_b)
+
+
+def clearly_greater(a: float, b: float, n_a: int | None = None, n_b: int | None = None, *,
+                    se_a: float | None = None, se_b: float | None = None,
+                    z: float = Z_THRESHOLD) -> bool:
+    """``a`` exceeds ``b`` by more than ``z`` standard errors of their difference.
+
+    For accuracies in percent give the item counts ``n_a`` and ``n_b`` (default ``n_a``); for
+    other means (CIDEr, cosine similarity) give their standard errors ``se_a`` and ``se_b``.
+    The errors are combined as if the two were independent; two models scored on the same
+    items are positively correlated, so this is the conservative (harder to pass) choice.
+    """
+    return a - b > z * max(_difference_se(a, b, n_a, n_b, se_a, se_b), 1e-9)
+
+
+def difference_note(a: float, b: float, n_a: int | None = None, n_b: int | None = None, *,
+                    se_a: float | None = None, se_b: float | None = None) -> str:
+    """``"+3.1 ± 1.4 (1 s.e.)"``: a difference with its standard error, for a ledger note."""
+    se = _difference_se(a, b, n_a, n_b, se_a, se_b)
+    return f"{a - b:+.3g} ± {se:.2g} (1 s.e.)"
+
+
+def trend_status(holds: bool, scale: str) -> str:
+    """Ledger status of a trend check: ``not run`` at ``smoke`` scale (nothing is trained
+    there), else ``direction reproduced`` when the paper's claimed direction ``holds`` — which
+    callers decide with :func:`above_chance` / :func:`clearly_greater`, so a difference inside
+    the noise reads ``differs`` — and ``differs`` otherwise."""
+    if scale == "smoke":
+        return "not run"
+    return "direction reproduced" if holds else "differs"
+
+
 def results_dir(chapter: str, scale: str) -> Path:
     """``results_root()/<chapter>/<scale>``, created if needed."""
     path = results_root() / chapter / scale

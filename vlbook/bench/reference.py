@@ -121,7 +121,7 @@ def compare_attention(batch: int, tokens: int, dim: int, heads: int, device: str
     x = torch.randn(batch, tokens, dim, device=dev, dtype=dtype, requires_grad=True)
     ours, ref = attention(x), explicit_attention(attention, x)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
-    diff = float((ours - ref).abs().max())
+    diff = float((ours - ref).detach().abs().max())
     if not torch.allclose(ours, ref, atol=tol, rtol=tol):
         raise AssertionError(f"attention outputs differ by {diff}")
 

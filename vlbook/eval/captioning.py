@@ -55,6 +55,18 @@ class CaptionScores:
     unavailable: dict[str, str] = field(default_factory=dict)
     num_captions: int = 0
     units: str = "percent"
+    #: per-caption values of the metrics that are means over captions (ROUGE-L, CIDEr), for
+    #: standard errors; BLEU and METEOR are corpus-level and have none
+    per_item: dict[str, list[float]] = field(default_factory=dict)
+
+    def standard_error(self, metric: str) -> float | None:
+        """Standard error of a per-caption-mean metric (None for corpus-level ones)."""
+        values = self.per_item.get(metric)
+        if not values or len(values) < 2:
+            return None
+        mean = sum(values) / len(values)
+        variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return (variance / len(values)) ** 0.5
 
     def __getitem__(self, metric: str) -> float:
         if metric in self.unavailable:
@@ -120,6 +132,7 @@ def caption_metrics(predictions: Mapping | Sequence[str],
     scale = 100.0 if units == "percent" else 1.0
     scores: dict[str, float] = {}
     unavailable: dict[str, str] = {}
+    per_item: dict[str, list[float]] = {}
 
     bleu_orders = [int(m[-1]) for m in metrics if m.startswith("BLEU")]
     if bleu_orders:
@@ -139,13 +152,17 @@ def caption_metrics(predictions: Mapping | Sequence[str],
     if "ROUGE-L" in metrics:
         from pycocoevalcap.rouge.rouge import Rouge
 
-        scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0]) * scale
+        mean, values = Rouge().compute_score(gts, res)
+        scores["ROUGE-L"] = float(mean) * scale
+        per_item["ROUGE-L"] = [float(v) * scale for v in values]
     if "CIDEr" in metrics:
         from pycocoevalcap.cider.cider import Cider
 
-        scores["CIDEr"] = float(Cider().compute_score(gts, res)[0]) * scale
+        mean, values = Cider().compute_score(gts, res)
+        scores["CIDEr"] = float(mean) * scale
+        per_item["CIDEr"] = [float(v) * scale for v in values]
     ordered = {m: scores[m] for m in metrics if m in scores}
-    return CaptionScores(ordered, unavailable, len(preds), units)
+    return CaptionScores(ordered, unavailable, len(preds), units, per_item)
 
 
 def _meteor(gts: dict, res: dict) -> tuple[float | None, str]:

@@ -1460,13 +1460,17 @@ def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: Cach
 @torch.no_grad()
 def evaluate_reconstruction(model: SimVTP, dataset: CachedClips, max_items: int = 64,
                             seed: int = 0) -> dict[str, float]:
-    """Held-out MSM: masked-word accuracy (chance ~1/V) and masked-tube MSE (1.0 = predicting
-    the per-patch mean), at the model's masking ratios."""
+    """Held-out MSM: masked-word accuracy (chance ~1/V; ``word_majority``: always guessing the
+    most frequent masked word) and masked-tube MSE (1.0 = predicting the per-patch mean), at
+    the model's masking ratios."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     batch = dataset.batch(range(min(max_items, len(dataset))))
     out = model.run_pretraining(batch, generator=gen)
     picked = out.text_masking.labels != -100
     hits = (out.text_logits.argmax(-1) == out.text_masking.labels)[picked].float().mean()
+    targets = out.text_masking.labels[picked]
+    majority = float(torch.bincount(targets).max()) / max(len(targets), 1) if len(targets) else 0.0
     return {"masked_word_accuracy": float(hits), "masked_tube_mse": float(out.losses[
-        "loss_video"]), "word_chance": 1 / model.config.vocab_size}
+        "loss_video"]), "word_chance": 1 / model.config.vocab_size,
+            "word_majority": majority, "masked_words": int(picked.sum())}

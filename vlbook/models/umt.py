@@ -856,7 +856,7 @@ register_preset(
             "data": {"synthetic": "toy", "num_frames": 8, "size": 32, "max_len": 24},
             "teacher": {"steps": 250, "batch_size": 64, "lr": 2e-3, "items": 2000},
             "stage1": {"steps": 250, "batch_size": 32, "lr": 1e-3, "items": 1000},
-            "stage2": {"steps": 120, "batch_size": 32, "lr": 5e-4},
+            "stage2": {"steps": 300, "batch_size": 32, "lr": 2e-3},
             "ablation": {"steps": 50, "mask_types": ["semantic", "tube", "random"],
                          "ratios": [0.5, 0.8, 0.95], "layers": [1, 2, 4],
                          "targets": ["uta", "uta+masked", "uta+mae", "mae"]},
@@ -1292,11 +1292,13 @@ def probe_scores(encode: Any, data: Mapping[str, Any]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def heldout_alignment(model: UMT, video: torch.Tensor, batch_size: int = 64) -> float:
+def heldout_alignment(model: UMT, video: torch.Tensor, batch_size: int = 64, *,
+                      with_error: bool = False) -> float | tuple[float, float]:
     """Mean cosine between the student's last aligned layer (all tokens, no mask) and the
-    teacher's last layer on held-out clips: how much of the teacher the student reproduces."""
+    teacher's last layer on held-out clips: how much of the teacher the student reproduces.
+    ``with_error``: also the standard error of that mean over clips, ``(mean, se)``."""
     model.eval()
-    total, count = 0.0, 0
+    per_clip = []
     for i in range(0, len(video), batch_size):
         clip = video[i:i + batch_size]
         target = model.teacher_targets(clip, 1).tokens[-1]
@@ -1304,9 +1306,15 @@ def heldout_alignment(model: UMT, video: torch.Tensor, batch_size: int = 64) -> 
         head = model.uta_heads[-1]
         predicted = F.normalize(head["norm"](head["head"](
             model.norm(hidden[-1]) + model.pos_embed[positions].to(hidden[-1].dtype))), dim=-1)
-        total += float((predicted * target).sum(-1).mean()) * len(clip)
-        count += len(clip)
-    return total / max(count, 1)
+        # (B*T, N) token cosines -> one mean per clip
+        cosines = (predicted * target).sum(-1).reshape(len(clip), -1).mean(-1)
+        per_clip.append(cosines.float())
+    values = torch.cat(per_clip) if per_clip else torch.zeros(0)
+    mean = float(values.mean()) if len(values) else 0.0
+    if not with_error:
+        return mean
+    se = float(values.std() / len(values) ** 0.5) if len(values) > 1 else 0.0
+    return mean, se
 
 
 class ActionClassifier(nn.Module):

@@ -712,7 +712,7 @@ register_preset(
             "finetune": {"steps": 4, "batch_size": 16, "lr": 1e-3, "videos": None},
             "eval": {"max_items": 16, "caption_items": 4, "num_beams": 2, "max_caption_len": 8},
             "ablation": {"steps": 8, "finetune_steps": 2, "eval_items": 16,
-                         "mmm": [0.0, 0.5], "losses": ["masked_token", "mfm_mlm"]},
+                         "mmm": [0.0, 0.3, 0.5, 0.7], "losses": ["masked_token", "mfm_mlm"]},
         },
         "toy": {
             "model": {"name": "vlm_toy", "kwargs": {}},
@@ -727,10 +727,10 @@ register_preset(
                      "max_caption_len": 20},
             # rows share the main run's length (MMM 50 % is the main run): shorter
             # pre-training (300 steps measured) is still in the phase where it hurts
-            # fine-tuning and the rows say nothing. MMM 30 % / 70 % cost 40 s CPU each:
-            # add them with get_preset("vlm", "toy", **{"ablation.mmm": [0, .3, .5, .7]}).
+            # fine-tuning and the rows say nothing. Each row costs ~50 s CPU; the notebook
+            # trains them side by side, one per core (vlbook.parallel.map_runs).
             "ablation": {"steps": 800, "finetune_steps": 80, "eval_items": 500,
-                         "mmm": [0.0, 0.5], "losses": ["masked_token", "mfm_mlm"]},
+                         "mmm": [0.0, 0.3, 0.5, 0.7], "losses": ["masked_token", "mfm_mlm"]},
         },
         "full": {
             # Sec. 5.2 + MMPT: HowTo100M S3D features, BERT-base uncased, batch 256 (8 videos x
@@ -1223,6 +1223,7 @@ def evaluate_captioning(model: VLM, data: Mapping[str, Any], split: str = "test"
     references = [r["captions"] for r in records]
     scores = caption_metrics(predictions, references)
     return {"scores": scores.scores, "unavailable": scores.unavailable,
+            "standard_errors": {m: scores.standard_error(m) for m in scores.per_item},
             "predictions": predictions, "references": references, "items": len(records)}
 
 
