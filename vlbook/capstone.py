@@ -563,19 +563,28 @@ class Comparison:
 
 
 def run_comparison(data: Mapping[str, Any], budget: Budget,
-                   methods: Sequence[str] = METHOD_NAMES, progress: bool = True
-                   ) -> Comparison:
-    """Pre-train and evaluate every method for every seed of the budget."""
-    from tqdm.auto import tqdm
+                   methods: Sequence[str] = METHOD_NAMES, progress: bool = True,
+                   workers: int | None = None) -> Comparison:
+    """Pre-train and evaluate every method for every seed of the budget.
 
-    jobs = [(m, s) for s in budget.seeds for m in methods]
-    records = []
-    for name, seed in tqdm(jobs, desc="capstone runs", disable=not progress):
+    The (method, seed) runs are independent: on the CPU they run side by side, one per core
+    (:func:`vlbook.parallel.map_runs`; ``workers=1`` runs them one after the other), on a GPU
+    one after the other. Each run seeds itself from its seed, so the records do not depend on
+    the number of workers; ``wall_s`` is each run's own time.
+    """
+    from vlbook.parallel import map_runs
+
+    def one_run(job: tuple[str, int]) -> dict[str, Any]:
+        name, seed = job
         run = pretrain_method(name, data, budget, seed)
         start = time.perf_counter()
         metrics = evaluate_method(run, data, budget)
-        records.append({**run.accounting(), "eval_s": time.perf_counter() - start, **metrics})
-        del run
+        return {**run.accounting(), "eval_s": time.perf_counter() - start, **metrics}
+
+    jobs = [(m, s) for s in budget.seeds for m in methods]
+    if budget.device != "cpu":
+        workers = 1
+    records = map_runs(one_run, jobs, workers=workers, desc="capstone runs", progress=progress)
     return Comparison(budget, records, chance_levels(data))
 
 
