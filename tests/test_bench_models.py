@@ -82,3 +82,20 @@ def test_models_suite_writes_one_row_per_model_and_mode() -> None:
     table = (results_root() / "bench" / "models-cpu-no.md").read_text()
     assert sum(line.startswith("| allinone-") or line.startswith("| vlm-")
                for line in table.splitlines()) == 4
+    # each variant and mode ran in a fresh process: its idle level (Python + torch) is below
+    # its peak, and a toy model's step costs far less than the interpreter itself
+    assert "above idle MB" in table
+    for r in results:
+        assert 0 < r["process_idle_mb"] <= r["peak_memory_mb"]
+        assert r["peak_memory_mb"] - r["process_idle_mb"] < r["process_idle_mb"]
+
+
+def test_models_suite_without_isolation_runs_in_process() -> None:
+    parser = argparse.ArgumentParser()
+    models_suite.add_arguments(parser)
+    args = parser.parse_args(["--chapters", "vlm", "--sizes", "toy", "--steps", "1", "--warmup",
+                              "0", "--toy-batch-size", "2", "--mode", "train", "--no-isolate",
+                              "--no-flops"])
+    results = models_suite.run(args)["results"]
+    assert [(r["model"], r["mode"]) for r in results] == [("vlm_toy", "train")]
+    assert results[0]["process_idle_mb"] is None

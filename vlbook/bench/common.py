@@ -51,11 +51,19 @@ def setup_threads(args: argparse.Namespace) -> None:
 
 def markdown_table(results: list[BenchResult]) -> str:
     """One row per measurement: name, mode, device, batch, step time, clips/s, memory, params,
-    GFLOPs per step and (on a GPU) model FLOP utilisation."""
-    lines = ["| variant | mode | device | batch | ms/step | clips/s | peak MB | params (M) | "
-             "GFLOPs/step | MFU |", "|---|---|---|---|---|---|---|---|---|---|"]
+    GFLOPs per step and (on a GPU) model FLOP utilisation. Memory is the peak; when the
+    variant ran in a process of its own, the peak above that process's idle level too."""
+    isolated = any(r.process_idle_mb is not None for r in results)
+    extra = " above idle MB |" if isolated else ""
+    lines = ["| variant | mode | device | batch | ms/step | clips/s | peak MB |" + extra
+             + " params (M) | GFLOPs/step | MFU |",
+             "|---|---|---|---|---|---|---|" + ("---|" if isolated else "") + "---|---|---|"]
     for r in results:
         memory = f"{r.peak_memory_mb:.0f}" if r.peak_memory_mb is not None else "n/a"
+        if isolated:
+            above = (f"{r.peak_memory_mb - r.process_idle_mb:.0f}"
+                     if r.peak_memory_mb is not None and r.process_idle_mb is not None else "n/a")
+            memory += f" | {above}"
         flops = f"{r.flops_per_step / 1e9:.1f}" if r.flops_per_step else "n/a"
         mfu = f"{100 * r.mfu:.1f} %" if r.mfu is not None else "—"
         lines.append(f"| {r.name} | {r.mode} | {r.device_name} | {r.batch_size} | "

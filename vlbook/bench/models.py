@@ -10,6 +10,12 @@ and, on a GPU, the model FLOP utilisation. Results go to ``results_root()/bench/
 CPU defaults keep the whole suite to a few minutes on 2 cores: toy batch 8, paper batch 1,
 2 timed steps after 1 warm-up. On a GPU: ``--device cuda --precision bf16 --paper-batch-size
 16 --steps 10``.
+
+On the CPU each variant and mode is measured in a fresh process of its own (``--no-isolate`` turns
+this off): the CPU has no allocator statistics, so memory is the process's peak resident set,
+and in one long process that peak only grows (freed memory stays with the process), which
+would give every small model the footprint of the largest one measured before it. The table
+shows the peak and the peak above the fresh process's idle level (Python + torch).
 """
 
 from __future__ import annotations
@@ -77,11 +83,27 @@ def bench_one(chapter: str, variant: str, *, batch_size: int, steps: int, warmup
         return bench(variant, **kwargs)
 
 
+def _bench_isolated(kwargs: dict[str, Any]) -> list[BenchResult]:
+    """:func:`bench_one` in a fresh process: records its idle memory first."""
+    from vlbook.bench.train import _rss_mb
+
+    threads = kwargs.pop("threads", 0)
+    if threads:
+        torch.set_num_threads(threads)
+    idle = _rss_mb("VmRSS")
+    results = bench_one(**kwargs)
+    for r in results:
+        r.process_idle_mb = idle
+    return results
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
     parser.add_argument("--sizes", nargs="+", default=["toy", "paper"], choices=("toy", "paper"))
     parser.add_argument("--toy-batch-size", type=int, default=8)
     parser.add_argument("--paper-batch-size", type=int, default=1)
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="measure every variant in this process (CPU memory then only grows)")
     add_step_arguments(parser)
     parser.set_defaults(steps=2)
 
@@ -91,21 +113,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     results: list[BenchResult] = []
     skipped: list[str] = []
-    for chapter, size, variant in variants(args.chapters, args.sizes):
-        batch = args.toy_batch_size if size == "toy" else args.paper_batch_size
-        try:
-            measured = bench_one(chapter, variant, batch_size=batch, steps=args.steps,
-                                 warmup=args.warmup, modes=modes_of(args),
-                                 precision=args.precision, device=device,
-                                 count_flops=not args.no_flops)
-        except torch.OutOfMemoryError as err:  # a paper size on a small GPU: say so, go on
-            skipped.append(f"{variant} (batch {batch}): out of memory ({err})")
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            continue
-        for r in measured:
-            report(r)
-        results += measured
+    isolate = device == "cpu" and not args.no_isolate
+    pool = None
+    if isolate:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a fresh interpreter per variant and mode (max_tasks_per_child=1), so its peak
+        # resident memory is its own
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   max_tasks_per_child=1)
+    try:
+        for chapter, size, variant in variants(args.chapters, args.sizes):
+            batch = args.toy_batch_size if size == "toy" else args.paper_batch_size
+            kwargs: dict[str, Any] = dict(
+                chapter=chapter, variant=variant, batch_size=batch, steps=args.steps,
+                warmup=args.warmup, modes=modes_of(args), precision=args.precision,
+                device=device, count_flops=not args.no_flops)
+            try:
+                if pool is not None:  # one process per variant and mode
+                    measured = [r for mode in modes_of(args) for r in pool.submit(
+                        _bench_isolated, {**kwargs, "modes": (mode,),
+                                          "threads": args.threads}).result()]
+                else:
+                    measured = bench_one(**kwargs)
+            except torch.OutOfMemoryError as err:  # a paper size on a small GPU: say so
+                skipped.append(f"{variant} (batch {batch}): out of memory ({err})")
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
+            for r in measured:
+                report(r)
+            results += measured
+    finally:
+        if pool is not None:
+            pool.shutdown()
     name = "GPU " + torch.cuda.get_device_name(device) if device.startswith("cuda") else (
         f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})")
     header = (f"# Models at toy and paper size ({name})\n\ntorch {torch.__version__}, "
@@ -114,7 +156,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "`train`: forward + backward + AdamW of the pre-training objective; `infer`: the "
               "same objective without gradients. FLOPs of SimVTP and UMT are counted on the CPU "
               "(their masks select tokens by value), which misses fused attention. Peak memory "
-              "on CPU is the process's resident set, not the model's alone.")
+              "on CPU is the resident set of the process"
+              + (" that measured the variant alone; *above idle* subtracts that fresh "
+                 "process's level before the model was built (Python + torch)." if isolate
+                 else ", which only grows over the run."))
     if skipped:
         header += "\n\nSkipped: " + "; ".join(skipped)
     label = f"models-{device.replace(':', '')}-{args.precision}"

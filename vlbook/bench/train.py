@@ -71,6 +71,10 @@ class BenchResult:
     mfu: float | None
     peak_tflops: float | None
     threads: int
+    #: resident memory of the (fresh) benchmark process before the model was built, when the
+    #: variant was measured in a process of its own (``vlbook.bench models``); peak minus this
+    #: is what the model, its data and its step cost on the CPU
+    process_idle_mb: float | None = None
 
     def markdown(self) -> str:
         rows = [(k, v) for k, v in asdict(self).items()]
