@@ -85,6 +85,35 @@ def test_bad_scale_stops_the_notebook_with_a_clear_message(tmp_path: Path) -> No
         execute_notebook(NOTEBOOK_DIR / "intro.ipynb", tmp_path / "x.ipynb", {"scale": "huge"})
 
 
+def test_finish_notebook_ends_a_run_without_an_error(tmp_path: Path) -> None:
+    """A full-scale chapter stops after launching training: papermill must succeed and the
+    later cells must not run (here they would fail)."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in (
+        "from vlbook.notebook import finish_notebook\nran = ['first']",
+        "finish_notebook('full scale: training launched')",
+        "raise AssertionError('this cell must not run')",
+        "ran.append('last')\nprint(ran)",
+    )]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    src, out = tmp_path / "stop.ipynb", tmp_path / "stop-out.ipynb"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(out), progress_bar=False, kernel_name="python3")
+    cells = nbformat.read(out, as_version=4).cells
+    printed = ["".join(o.get("text", "")) for c in cells for o in c.get("outputs", [])]
+    assert "full scale: training launched\n" in printed
+    assert not any("['first', 'last']" in text for text in printed)
+    assert all(o.get("output_type") != "error" for c in cells for o in c.get("outputs", []))
+    with pytest.raises(SystemExit, match="outside"):  # no IPython: an ordinary exit
+        from vlbook.notebook import finish_notebook
+
+        finish_notebook("outside a notebook")
+
+
 def test_strip_outputs_round_trip(tmp_path: Path, executed_smoke_notebooks) -> None:
     executed = executed_smoke_notebooks["intro"]
     if isinstance(executed, Exception):

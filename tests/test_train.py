@@ -209,6 +209,49 @@ def test_debug_model_learns_and_logs_every_loss_key(tmp_path):
     assert result.weights_sha256 and len(result.weights_sha256) == 1
 
 
+def test_warmup_in_epochs_becomes_steps_once_the_dataset_size_is_known(tmp_path):
+    # 32 clips / global batch 8 = 4 steps per epoch: 1.5 warm-up epochs = 6 steps, so the
+    # learning rate climbs for 6 steps to its peak and then decays linearly towards 0
+    config = small_config(tmp_path, warmup_steps=0, warmup_epochs=1.5, total_steps=None,
+                          epochs=3, schedule="linear", log_every=1)
+    result = train(config)
+    assert result.total_steps == 12
+    import pandas as pd
+
+    lr = pd.read_csv(tmp_path / "run" / "metrics.csv").set_index("step")["lr"]
+    peak = lr.max()
+    assert peak == pytest.approx(3e-3)
+    # the logged lr is the one step s used, lr(s - 1): 0, 1/6, ..., 5/6 of the peak, then it
+    assert lr.loc[1] == 0.0 and int(lr.idxmax()) == 7
+    assert lr.loc[4] == pytest.approx(peak * 3 / 6)
+    assert lr.loc[10] == pytest.approx(peak * (12 - 9) / (12 - 6))
+    with pytest.raises(ConfigError, match="set one of the two"):
+        small_config(tmp_path, warmup_steps=2, warmup_epochs=1.0)
+    with pytest.raises(ConfigError, match="warmup_epochs=-1"):
+        small_config(tmp_path, warmup_steps=0, warmup_epochs=-1)
+
+
+def test_config_from_preset_maps_a_chapter_train_block(tmp_path):
+    from vlbook.train.config import config_from_preset
+
+    train_block = {"epochs": 200, "warmup_epochs": 40, "batch_size": 1024, "lr": 6e-4,
+                   "weight_decay": 0.05, "schedule": "cosine", "betas": (0.9, 0.95),
+                   "precision": "bf16", "max_per_device_batch": 16, "num_frames": 4}
+    config = config_from_preset({"name": "debug_tiny"}, {"name": "debug_pairs"}, train_block,
+                                seed=3, output_dir=str(tmp_path), ignore=("num_frames",))
+    assert (config.epochs, config.warmup_epochs, config.warmup_steps) == (200, 40, 0)
+    assert (config.global_batch_size, config.max_per_device_batch) == (1024, 16)
+    assert (config.lr, config.weight_decay, config.betas) == (6e-4, 0.05, (0.9, 0.95))
+    assert (config.precision, config.seed, config.total_steps) == ("bf16", 3, None)
+    assert config.model.name == "debug_tiny" and config.data.name == "debug_pairs"
+    steps = config_from_preset({"name": "debug_tiny"}, {"name": "debug_pairs"},
+                               {"steps": 50, "batch_size": 8, "lr": 1e-3, "warmup_steps": 5})
+    assert (steps.total_steps, steps.warmup_steps, steps.epochs) == (50, 5, None)
+    with pytest.raises(ConfigError, match="train.warmup_epoch.*warmup_epochs"):
+        config_from_preset({"name": "debug_tiny"}, {"name": "debug_pairs"},
+                           {"steps": 5, "batch_size": 8, "warmup_epoch": 1})
+
+
 def test_global_batch_larger_than_dataset_is_refused(tmp_path):
     config = small_config(tmp_path, global_batch_size=64)
     with pytest.raises(ConfigError, match="smaller than one global batch of 64"):

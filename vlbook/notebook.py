@@ -31,6 +31,7 @@ __all__ = [
     "ParameterError",
     "check_no_outputs",
     "execute_notebook",
+    "finish_notebook",
     "parameters_from_history",
     "seed_everything",
     "setup",
@@ -172,6 +173,31 @@ def _context_card(ctx: NotebookContext) -> str:
 # --------------------------------------------------------------------------------------
 # execution and hygiene
 # --------------------------------------------------------------------------------------
+
+
+def finish_notebook(message: str) -> None:
+    """End the running notebook here, without an error.
+
+    A ``full``-scale chapter launches the paper's training and has nothing more to run in the
+    notebook; ``raise SystemExit`` would make papermill report a failed execution. Instead,
+    every later cell's source is replaced by a comment (an IPython input transformer), so the
+    rest of the notebook runs as no-ops and papermill finishes successfully. Outside IPython
+    this raises ``SystemExit(message)``.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the kernel
+        get_ipython = None  # type: ignore[assignment]
+    shell = get_ipython() if get_ipython is not None else None
+    if shell is None:
+        raise SystemExit(message)
+    note = f"# skipped: {' '.join(message.split())}\n"
+
+    def skip_cell(lines: list[str]) -> list[str]:
+        return [note]
+
+    shell.input_transformers_cleanup.append(skip_cell)
+    print(message)
 
 
 def declared_parameters(path: str | Path) -> dict[str, Any]:

@@ -44,29 +44,36 @@ Modules: :mod:`.synthetic` (benchmark), :mod:`.video` (decord/PyAV readers), :mo
 
 from vlbook.data.annotations import TASK_FIELDS, AnnotationError, read_jsonl, write_jsonl
 from vlbook.data.datasets import (
+    BUILDER_TASKS,
     DATASETS,
     AnnotatedVideoDataset,
+    ConcatVideoDataset,
     build_dataset,
     collate_video_text,
 )
 from vlbook.data.features import FeatureTextDataset
 from vlbook.data.loader import SkipSummary, build_loader, seed_worker
+from vlbook.data.registry import REAL_DATASETS, dataset_dir
 from vlbook.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vlbook.data.video import VideoDecodeError, read_frames
 
 __all__ = [
+    "BUILDER_TASKS",
     "DATASETS",
+    "REAL_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TASK_FIELDS",
     "AnnotatedVideoDataset",
     "AnnotationError",
+    "ConcatVideoDataset",
     "FeatureTextDataset",
     "SkipSummary",
     "VideoDecodeError",
     "build_dataset",
     "build_loader",
     "collate_video_text",
+    "dataset_dir",
     "read_frames",
     "read_jsonl",
     "seed_worker",

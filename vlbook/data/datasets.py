@@ -46,9 +46,68 @@ DATASETS: Registry = Registry("dataset")
 QUARANTINE_FILE = "quarantine.jsonl"
 
 
+#: The annotation task each dataset builder reads (``<task>_<split>.jsonl``), for datasets given
+#: by name (``datasets=[...]``) rather than by annotation file.
+BUILDER_TASKS: dict[str, str] = {
+    "video_text": "retrieval", "video_mc": "mc", "video_qa": "qa",
+    "video_classification": "classification", "video_frame_labels": "frame_labels",
+    "video_steps": "steps", "image_text": "image_text", "feature_text": "feature_text",
+}
+
+
+class ConcatVideoDataset(torch.utils.data.ConcatDataset):
+    """Several prepared datasets read as one (e.g. WebVid + CC3M), with their ``collate`` and
+    ``set_epoch`` passed through."""
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.datasets[0].collate(samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+
 def build_dataset(name: str, **kwargs: Any) -> Dataset:
-    """Create the dataset registered as ``name`` (see ``DATASETS.names()``)."""
-    return DATASETS.create(name, **kwargs)
+    """Create the dataset registered as ``name`` (see ``DATASETS.names()``).
+
+    Give the data either as ``annotation=<file>`` or as ``datasets=[<registry name>, ...]``
+    (real datasets prepared by ``vlbook-data prepare``, see :data:`vlbook.data.REAL_DATASETS`):
+    each name resolves to ``<data_root>/<name>/<task>_<split>.jsonl``, ``task`` being the one
+    the builder reads (:data:`BUILDER_TASKS`); several datasets are read as one. A dataset that
+    is not prepared stops with the file that is missing and the commands that make it.
+    """
+    datasets = kwargs.pop("datasets", None)
+    if datasets is None or "annotation" in kwargs:
+        return DATASETS.create(name, **kwargs)
+    from vlbook.data.registry import REAL_DATASETS, dataset_dir
+
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    task = BUILDER_TASKS.get(name)
+    if task is None:
+        raise ValueError(f"build_dataset({name!r}, datasets=...): {name!r} does not read a "
+                         f"task file; give annotation=<file> instead")
+    split = kwargs.get("split", "train")
+    parts = []
+    for dataset in datasets:
+        spec = REAL_DATASETS.get(dataset)
+        if spec is None:
+            raise ValueError(f"datasets: {dataset!r} is not a dataset vlbook can prepare; known: "
+                             f"{sorted(REAL_DATASETS)}")
+        annotation = dataset_dir(dataset) / f"{task}_{split}.jsonl"
+        if f"{task}_{split}.jsonl" not in spec.annotations:
+            offered = ", ".join(spec.annotations) or "nothing"
+            raise ValueError(f"datasets: {dataset!r} offers {offered}, not the {task!r} "
+                             f"annotations that {name!r} reads ({annotation.name})")
+        if not annotation.is_file():
+            raise FileNotFoundError(
+                f"{annotation} does not exist: {spec.title} is not prepared. Run "
+                f"`vlbook-data info {dataset}` (sources, licence), `vlbook-data download "
+                f"{dataset}` where the files are public, then `vlbook-data prepare {dataset}` "
+                f"(see data_scripts/README.md); set $VLBOOK_DATA if your copy lives elsewhere.")
+        parts.append(DATASETS.create(name, annotation=annotation, **kwargs))
+    return parts[0] if len(parts) == 1 else ConcatVideoDataset(parts)
 
 
 def read_quarantine(path: str | Path) -> dict[str, str]:

@@ -76,6 +76,11 @@ from vlbook.models.base import MODELS, VLModel
 from vlbook.nn import Block, PatchEmbed2d
 
 __all__ = [
+    "export_video_tokenizer",
+    "TokenizerTraining",
+    "corpus_word_tokenizer",
+    "full_pretrain_config",
+    "full_tokenizer_config",
     "EViLM",
     "EViLMConfig",
     "EViLMOutput",
@@ -966,7 +971,7 @@ register_preset(
             # and schedule are not given: 256 with cosine decay and 1 epoch warm-up (ours).
             "model": {"name": "evilm", "kwargs": {"pretrained": True}},
             "tokenizer": {"encoder": "clip"},
-            "data": {"datasets": ["webvid"], "num_frames": 4, "size": 256, "max_len": 40},
+            "data": {"datasets": ["webvid2m"], "num_frames": 4, "size": 256, "max_len": 40},
             "tokenizer_train": {"epochs": 10, "batch_size": 256, "lr": 2e-4},
             "train": {"epochs": 20, "batch_size": 256, "lr": 1e-4, "weight_decay": 0.01,
                       "warmup_steps": 10_000, "schedule": "cosine", "precision": "fp16",
@@ -1137,19 +1142,127 @@ def load_video_tokenizer(path: str | Path) -> SemanticVQTokenizer:
 
 
 def build_pretraining_model(variant: str = "evilm", tokenizer_checkpoint: str | Path | None = None,
-                            **kwargs: Any) -> EViLM:
+                            word_tokenizer: str | Path | None = None, **kwargs: Any) -> EViLM:
     """The ``full`` pre-training model for ``vlbook.train`` (component
     ``"vlbook.models.evilm:build_pretraining_model"``): the variant with the trained video
-    tokenizer attached, so that MVM has its targets (Eq. 3, 8)."""
+    tokenizer attached, so that MVM has its targets (Eq. 3, 8), and sized to the word
+    tokenizer (vocabulary, [MASK] and special ids) when one is given."""
+    from vlbook.data.tokenizer import load_tokenizer
     from vlbook.models import create_model
 
+    words = load_tokenizer(word_tokenizer) if word_tokenizer is not None else None
+    if words is not None:
+        kwargs.setdefault("vocab_size", len(words))
     model = create_model(variant, **kwargs)
+    if words is not None:
+        model.set_tokenizer(words)
     if tokenizer_checkpoint is not None:
         model.set_video_tokenizer(load_video_tokenizer(tokenizer_checkpoint))
     elif model.config.use_mvm:
         warnings.warn("build_pretraining_model without tokenizer_checkpoint: MVM is skipped",
                       stacklevel=2)
     return model
+
+
+class TokenizerTraining(nn.Module):
+    """The video tokenizer as a ``vlbook.train`` model: ``forward(batch)`` returns Eq. 7's loss
+    dict, the caption's words (``y^S``) taken from the batch's token ids. Used by ``full`` runs
+    (``accelerate launch``); the toy notebook uses :func:`train_tokenizer`, whose data-initialised
+    codebook and dead-code restarts are vlbook's toy remedies and not in the paper."""
+
+    def __init__(self, config: TokenizerConfig | dict[str, Any]) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = TokenizerConfig(**config)
+        self.tokenizer = SemanticVQTokenizer(config)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        c = self.tokenizer.config
+        targets = caption_word_targets(batch["input_ids"], batch["attention_mask"],
+                                       c.vocab_size, c.special_token_ids)
+        out = self.tokenizer(batch["video"], targets)
+        return {"loss": out.loss, "reconstruction": out.reconstruction_loss.detach(),
+                "vq": out.vq.loss.detach(), "usage": out.vq.usage_rate.detach()}
+
+
+def export_video_tokenizer(run_dir: str | Path, path: str | Path) -> Path:
+    """The tokenizer trained by a :func:`full_tokenizer_config` run (its newest valid
+    checkpoint under ``<run_dir>/checkpoints``), written in :func:`save_video_tokenizer`'s
+    format for :func:`build_pretraining_model`. An existing file is never overwritten."""
+    from vlbook.train import latest_checkpoint, load_checkpoint
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; remove it or choose another path")
+    found = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if found is None:
+        raise FileNotFoundError(f"no valid checkpoint under {Path(run_dir) / 'checkpoints'}: "
+                                "run the tokenizer stage first")
+    state, _ = load_checkpoint(found)
+    weights = {k.removeprefix("tokenizer."): v for k, v in state["model"].items()}
+    config = TokenizerConfig(**state["config"]["model"]["kwargs"]["config"])
+    tokenizer = SemanticVQTokenizer(config, config_only=True)
+    tokenizer.load_state_dict(weights)
+    return save_video_tokenizer(tokenizer, path)
+
+
+def corpus_word_tokenizer(datasets: Sequence[str], out_dir: str | Path, *,
+                          vocab_size: int = 9420, split: str = "retrieval_train") -> Any:
+    """E-ViLM's truncated vocabulary (Sec. 4.1: "the top 30 % most frequent words"; the count,
+    9,420, is vlbook's reading of Table 8): a WordPiece vocabulary of ``vocab_size`` trained on
+    the captions of the prepared pre-training annotations (``<data>/<name>/<split>.jsonl``),
+    saved to ``out_dir``. An existing tokenizer there is loaded, never overwritten."""
+    from vlbook.data.annotations import read_jsonl
+    from vlbook.data.registry import dataset_dir
+    from vlbook.data.tokenizer import load_tokenizer, train_wordpiece
+
+    out_dir = Path(out_dir)
+    if (out_dir / "tokenizer.json").exists():
+        return load_tokenizer(out_dir)
+    captions: list[str] = []
+    for name in datasets:
+        path = dataset_dir(name) / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: prepare {name!r} first "
+                                    f"(`vlbook-data prepare {name}`)")
+        captions += [c for record in read_jsonl(path) for c in record["captions"]]
+    return train_wordpiece(captions, out_dir, vocab_size=vocab_size)
+
+
+def full_tokenizer_config(preset: Mapping[str, Any], word_tokenizer: str | Path, *,
+                          seed: int = 0, output_dir: str | Path = "") -> Any:
+    """Stage 1 of the ``full`` run as a :class:`vlbook.train.TrainConfig`: the semantic video
+    tokenizer (Eq. 7) on the pre-training corpus, ``preset["tokenizer_train"]``'s
+    hyper-parameters, predicting the words of ``word_tokenizer``."""
+    from vlbook.data.tokenizer import load_tokenizer
+    from vlbook.train import config_from_preset
+
+    words = load_tokenizer(word_tokenizer)
+    tokenizer_kwargs = {**preset["tokenizer"], "vocab_size": len(words),
+                        "max_frames": preset["data"]["num_frames"],
+                        "special_token_ids": tuple(words.all_special_ids)}
+    return config_from_preset(
+        {"name": "vlbook.models.evilm:TokenizerTraining",
+         "kwargs": {"config": tokenizer_kwargs}},
+        {"name": "video_text", "kwargs": {**preset["data"], "tokenizer": str(word_tokenizer)}},
+        preset["tokenizer_train"], seed=seed, output_dir=str(output_dir))
+
+
+def full_pretrain_config(preset: Mapping[str, Any], tokenizer_checkpoint: str | Path,
+                         word_tokenizer: str | Path, *, seed: int = 0,
+                         output_dir: str | Path = "") -> Any:
+    """Stage 2 of the ``full`` run as a :class:`vlbook.train.TrainConfig`: E-ViLM (Eq. 8) with
+    the trained video tokenizer attached (``tokenizer_checkpoint``, see
+    :func:`save_video_tokenizer`), the words of ``word_tokenizer``, ``preset["train"]``."""
+    from vlbook.train import config_from_preset
+
+    model = {"name": "vlbook.models.evilm:build_pretraining_model",
+             "kwargs": {"variant": preset["model"]["name"], **preset["model"].get("kwargs", {}),
+                        "tokenizer_checkpoint": str(tokenizer_checkpoint),
+                        "word_tokenizer": str(word_tokenizer)}}
+    data = {"name": "video_text", "kwargs": {**preset["data"], "tokenizer": str(word_tokenizer)}}
+    return config_from_preset(model, data, preset["train"], seed=seed,
+                              output_dir=str(output_dir))
 
 
 @torch.no_grad()

@@ -65,6 +65,7 @@ from vlbook.models.base import MODELS, VLModel
 from vlbook.nn import Block, TubeletEmbed, sinusoid_position_table
 
 __all__ = [
+    "full_pretrain_config",
     "DECODER_TYPES",
     "ConversionResult",
     "JointOutput",
@@ -1178,8 +1179,8 @@ register_preset(
             # epochs, cosine, fp32; encoder from VideoMAE K400, text embeddings from BERT.
             "model": {"name": "simvtp_base", "kwargs": {"encoder_init": "k400_videomae",
                                                         "bert_embeddings": True}},
-            "data": {"datasets": ["webvid"], "num_frames": 16, "size": 224, "max_len": 32,
-                     "sampling": "segment"},
+            "data": {"datasets": ["webvid2m"], "num_frames": 16, "size": 224, "max_len": 32,
+                     "sampling": "segment", "tokenizer": "bert-base-uncased"},
             "train": {"epochs": 200, "warmup_epochs": 40, "batch_size": 1024, "lr": 6e-4,
                       "weight_decay": 0.05, "schedule": "cosine", "betas": (0.9, 0.95),
                       "precision": "no", "max_per_device_batch": 16},
@@ -1200,6 +1201,18 @@ register_chapter_params("simvtp", (
 def config_summary(config: SimVTPConfig) -> dict[str, Any]:
     """The config as a plain dict (for results files)."""
     return asdict(config)
+
+
+def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
+                         output_dir: str | Path = "") -> Any:
+    """The ``full`` pre-training run of ``preset`` as a :class:`vlbook.train.TrainConfig`:
+    Eq. 1 on the prepared pre-training corpus (``preset["data"]["datasets"]``, e.g.
+    ``vlbook-data prepare webvid2m``) with the release's hyper-parameters (Sec. 4.1), warm-up
+    given in epochs. ``accelerate launch -m vlbook.train`` runs the written YAML."""
+    from vlbook.train import config_from_preset
+
+    return config_from_preset(preset["model"], {"name": "video_text", "kwargs": preset["data"]},
+                              preset["train"], seed=seed, output_dir=str(output_dir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ from vlbook.nn import Block, PatchEmbed2d, Transformer, TubeletEmbed, sinusoid_p
 from vlbook.train.toy import train_on_cache
 
 __all__ = [
+    "full_pretrain_config",
     "MASK_TYPES",
     "PAPER_GFLOPS",
     "PAPER_PARAMS_M",
@@ -869,7 +870,7 @@ register_preset(
             # masking, CLIP-B/16 teacher, batch 2048 (32 GPUs x 64), AdamW (0.9, 0.95),
             # lr 1.5e-4 * 2048 / 256, wd 0.05, cosine, 40 warm-up of 201 epochs, AMP.
             "model": {"name": "umt_base", "kwargs": {"teacher": True}},
-            "data": {"datasets": ["k710"], "num_frames": 8, "size": 224, "max_len": 32},
+            "data": {"datasets": ["kinetics710"], "num_frames": 8, "size": 224, "max_len": 32},
             "stage1": {"epochs": 201, "warmup_epochs": 40, "batch_size": 2048,
                        "max_per_device_batch": 64, "lr": 1.5e-4 * 2048 / 256,
                        "weight_decay": 0.05, "betas": (0.9, 0.95), "schedule": "cosine",
@@ -1077,6 +1078,19 @@ def activation_bytes(model: nn.Module, run: Any) -> int:
         run()
     return total
 
+
+
+def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
+                         output_dir: str | Path = "") -> Any:
+    """Stage 1 of the ``full`` run as a :class:`vlbook.train.TrainConfig`: UTA from the CLIP
+    teacher on the prepared clips of ``preset["data"]["datasets"]`` (K710, labels unused),
+    with ``preset["stage1"]``'s hyper-parameters (Sec. 4.1 / appendix), warm-up in epochs.
+    Stage 2 starts from its checkpoint."""
+    from vlbook.train import config_from_preset
+
+    return config_from_preset(preset["model"],
+                              {"name": "video_classification", "kwargs": preset["data"]},
+                              preset["stage1"], seed=seed, output_dir=str(output_dir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from vlbook.masking import bernoulli_token_mask, mask_text_tokens, masked_modali
 from vlbook.models.base import MODELS, VLModel
 
 __all__ = [
+    "full_pretrain_config",
     "ATTENTION_MODES",
     "VLM",
     "VLMConfig",
@@ -1100,27 +1101,22 @@ def pretrain(model: VLM, dataset: Any, preset: Mapping[str, Any], *, steps: int 
     return fit(model, dataset, lambda m, b: m.pretrain_step(b)["loss"], seed=seed, **t)
 
 
-def pretrain_config(preset: Mapping[str, Any], *, output_dir: str | Path = "") -> Any:
-    """A :class:`vlbook.train.TrainConfig` of the preset (used for ``full`` launches)."""
-    from vlbook.paths import data_root
-    from vlbook.train import TrainConfig
+def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
+                         output_dir: str | Path = "") -> Any:
+    """The ``full`` pre-training run of ``preset`` as a :class:`vlbook.train.TrainConfig`:
+    the masked modality model on the HowTo100M S3D features prepared by ``vlbook-data prepare
+    howto100m`` (Sec. 5.2 hyper-parameters, BERT-base tokenizer)."""
+    from vlbook.train import config_from_preset
 
-    t, data = preset["train"], preset["data"]
-    data_kwargs = {k: v for k, v in data.items() if k not in ("name", "datasets", "synthetic")}
-    if "annotation" not in data_kwargs and data.get("datasets"):
-        # data_scripts write <data_root>/<dataset>/feature_text_train.jsonl + features/
-        data_kwargs["annotation"] = str(data_root() / data["datasets"][0]
-                                        / "feature_text_train.jsonl")
-        data_kwargs.setdefault("tokenizer", "bert-base-uncased")
-    return TrainConfig(
-        model={"name": preset["model"]["name"], "kwargs": preset["model"].get("kwargs", {})},
-        data={"name": data.get("name", "feature_text"), "kwargs": data_kwargs},
-        global_batch_size=t["batch_size"], max_per_device_batch=t.get("max_per_device_batch"),
-        lr=t["lr"], weight_decay=t["weight_decay"], betas=tuple(t["betas"]),
-        schedule=t["schedule"], warmup_steps=t["warmup_steps"], total_steps=t.get("steps"),
-        epochs=t.get("epochs"), precision=t.get("precision", "no"),
-        clip_grad_norm=t.get("clip_grad_norm"), output_dir=str(output_dir),
-    )
+    data = dict(preset["data"])
+    name = data.pop("name", "feature_text")
+    data.pop("synthetic", None)
+    if data.get("datasets"):
+        data.setdefault("tokenizer", "bert-base-uncased")
+    return config_from_preset({"name": preset["model"]["name"],
+                               "kwargs": preset["model"].get("kwargs", {})},
+                              {"name": name, "kwargs": data}, preset["train"], seed=seed,
+                              output_dir=str(output_dir))
 
 
 def _feature_bank(features: Path, split: str) -> tuple[list[dict[str, Any]], dict[str, int]]:

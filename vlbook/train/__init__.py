@@ -14,7 +14,14 @@ from vlbook.train.checkpoint import (
     load_checkpoint,
     verify_checkpoint,
 )
-from vlbook.train.config import BatchPlan, ComponentSpec, ConfigError, TrainConfig, derive_batch
+from vlbook.train.config import (
+    BatchPlan,
+    ComponentSpec,
+    ConfigError,
+    TrainConfig,
+    config_from_preset,
+    derive_batch,
+)
 from vlbook.train.launch import LaunchError, launch, launch_command, run_training
 from vlbook.train.optim import build_optimizer, param_groups
 from vlbook.train.schedules import build_scheduler, lr_multiplier
@@ -30,6 +37,7 @@ __all__ = [
     "TrainResult",
     "build_optimizer",
     "build_scheduler",
+    "config_from_preset",
     "derive_batch",
     "latest_checkpoint",
     "launch",

@@ -13,7 +13,9 @@ from the number of processes and the per-device memory cap ``max_per_device_batc
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,9 @@ class TrainConfig:
     # schedule
     schedule: str = "cosine"
     warmup_steps: int = 0
+    # warm-up given in epochs (the papers' unit), turned into steps once the dataset size is
+    # known; set this or warmup_steps, not both
+    warmup_epochs: float | None = None
     poly_power: float = 1.0
     min_lr_ratio: float = 0.0
     # length: total_steps wins over epochs when both are set
@@ -145,6 +150,12 @@ class TrainConfig:
             raise ConfigError(f"layer_decay={self.layer_decay}; expected a number in (0, 1]")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps}; expected >= 0")
+        if self.warmup_epochs is not None:
+            if self.warmup_epochs < 0:
+                raise ConfigError(f"warmup_epochs={self.warmup_epochs}; expected >= 0")
+            if self.warmup_steps:
+                raise ConfigError(f"warmup_steps={self.warmup_steps} and warmup_epochs="
+                                  f"{self.warmup_epochs}: set one of the two")
         if self.total_steps is None and self.epochs is None:
             raise ConfigError("set total_steps or epochs (the run length)")
         if self.total_steps is not None and self.total_steps < 1:
@@ -248,3 +259,38 @@ def derive_batch(
     while per_process % accumulation:
         accumulation += 1
     return BatchPlan(global_batch_size, per_process // accumulation, num_processes, accumulation)
+
+
+#: ``train`` keys of the chapter presets -> :class:`TrainConfig` fields.
+PRESET_KEYS: dict[str, str] = {
+    "batch_size": "global_batch_size", "max_per_device_batch": "max_per_device_batch",
+    "lr": "lr", "weight_decay": "weight_decay", "betas": "betas", "schedule": "schedule",
+    "warmup_steps": "warmup_steps", "warmup_epochs": "warmup_epochs", "steps": "total_steps",
+    "epochs": "epochs", "precision": "precision", "clip_grad_norm": "clip_grad_norm",
+    "layer_decay": "layer_decay", "min_lr_ratio": "min_lr_ratio", "poly_power": "poly_power",
+}
+
+
+def config_from_preset(model: Mapping[str, Any] | ComponentSpec,
+                       data: Mapping[str, Any] | ComponentSpec, train: Mapping[str, Any], *,
+                       seed: int = 0, output_dir: str = "", ignore: tuple[str, ...] = (),
+                       **fields: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a chapter preset's ``train`` block (``batch_size``,
+    ``steps`` or ``epochs``, ``warmup_steps`` or ``warmup_epochs``, ``lr`` ...; see
+    :data:`PRESET_KEYS`). A key that is neither mapped nor listed in ``ignore`` (keys the
+    chapter uses elsewhere, e.g. masking ratios) is an error naming it, so that a typo in a
+    preset cannot silently drop a hyper-parameter. ``fields`` set further fields directly."""
+    values: dict[str, Any] = {}
+    for key, value in train.items():
+        if key in ignore:
+            continue
+        if key not in PRESET_KEYS:
+            close = difflib.get_close_matches(key, list(PRESET_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"train.{key}: not a training hyper-parameter vlbook knows "
+                              f"(known: {sorted(PRESET_KEYS)}){hint}")
+        if value is not None:
+            values[PRESET_KEYS[key]] = tuple(value) if key == "betas" else value
+    return TrainConfig(model=dict(model) if isinstance(model, Mapping) else model,
+                       data=dict(data) if isinstance(data, Mapping) else data,
+                       seed=seed, output_dir=str(output_dir), **values, **fields)

@@ -228,6 +228,8 @@ def train(
         total_steps = config.total_steps
     else:
         total_steps = max(1, math.ceil(float(config.epochs) * steps_per_epoch))
+    warmup_steps = (config.warmup_steps if config.warmup_epochs is None
+                    else math.ceil(float(config.warmup_epochs) * steps_per_epoch))
 
     optimizer = build_optimizer(
         model,
@@ -240,7 +242,7 @@ def train(
     )
     scheduler = build_scheduler(
         optimizer,
-        warmup_steps=config.warmup_steps,
+        warmup_steps=warmup_steps,
         total_steps=total_steps,
         kind=config.schedule,
         power=config.poly_power,
