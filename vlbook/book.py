@@ -338,6 +338,26 @@ async def _cdp_pages(ws_url: str, urls: list[str], shots: list[Path]) -> list[di
     return results
 
 
+def _end_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session``), wait,
+    then SIGKILL whatever is left."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # helpers that ignored SIGTERM, or a browser that did not exit in time
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=timeout)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -366,7 +386,10 @@ def check_html(
     browse = pages[:2]
     shots = [screenshot_dir / (Path(p).stem + ".png") for p in browse]
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can outlive the browser for a moment and keep writing to the
+    # profile: run it in its own process group, end the whole group, and never fail the check
+    # on removing the temporary profile
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -377,6 +400,7 @@ def check_html(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             ws_url = None
@@ -396,8 +420,7 @@ def check_html(
             urls = [(html_dir / p).resolve().as_uri() for p in browse]
             seen = asyncio.run(_cdp_pages(ws_url, urls, shots))
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            _end_process_group(proc)
     for page, result in zip(browse, seen):
         if result["broken"]:
             raise HtmlCheckError(f"{page}: images failed to load in Chromium: {result['broken']}")
