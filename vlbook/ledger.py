@@ -119,12 +119,6 @@ def missing_rows(chapter: str, scale: str, root: Path | None = None) -> list[Row
     return [key for key in EXPECTED_ROWS.get(chapter, ()) if key not in have]
 
 
-def unexpected_rows(chapter: str, scale: str, root: Path | None = None) -> list[RowKey]:
-    """Rows the run wrote that the spec does not list (allowed, but worth declaring)."""
-    expected = set(EXPECTED_ROWS.get(chapter, ()))
-    return [_key(r) for r in written_rows(chapter, scale, root) if _key(r) not in expected]
-
-
 def check_ledger(chapters: list[str], scale: str, root: Path | None = None) -> None:
     """Raise :class:`LedgerError` naming each executed paper chapter whose ledger file is
     missing or lacks expected rows; chapters without a spec (intro, capstone) are skipped."""
@@ -146,4 +140,4 @@ def check_ledger(chapters: list[str], scale: str, root: Path | None = None) -> N
 
 
 __all__ = ["EXPECTED_ROWS", "LedgerError", "RowKey", "check_ledger", "ledger_path",
-           "missing_rows", "unexpected_rows", "written_rows"]
+           "missing_rows", "written_rows"]

@@ -49,9 +49,6 @@ TOY_SIZE: dict[str, tuple[str, ...]] = {
     "vlm": ("vlm_toy",), "simvtp": ("simvtp_toy",), "umt": ("umt_toy",),
     "allinone": ("allinone_toy",), "evilm": ("evilm_toy",),
 }
-#: Chapters whose masks select tokens by value: FLOPs are counted on the CPU (a small
-#: undercount of fused attention), the others on the meta device.
-CPU_FLOPS: frozenset[str] = frozenset({"simvtp", "umt"})
 
 
 def variants(chapters: tuple[str, ...] | list[str], sizes: tuple[str, ...] | list[str]

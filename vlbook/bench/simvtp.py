@@ -25,8 +25,6 @@ from vlbook.bench.common import (
 from vlbook.bench.train import BenchResult, benchmark
 
 SIZES: dict[str, str] = {"toy": "simvtp_toy", "base": "simvtp_base"}
-TOY_VARIANTS: tuple[str, ...] = ("simvtp_toy",)
-PAPER_VARIANTS: tuple[str, ...] = ("simvtp_base",)
 
 
 def bench_variant(variant: str, *, batch_size: int, steps: int = 3, warmup: int = 1,

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vlbook.data.annotations import media_root, read_jsonl
+from vlbook.data.registry import REAL_DATASETS, dataset_dir
 from vlbook.data.sampling import sample_indices
 from vlbook.data.tokenizer import load_tokenizer, tokenize
 from vlbook.data.transforms import VideoTransform
@@ -80,8 +81,6 @@ def build_dataset(name: str, **kwargs: Any) -> Dataset:
     datasets = kwargs.pop("datasets", None)
     if datasets is None or "annotation" in kwargs:
         return DATASETS.create(name, **kwargs)
-    from vlbook.data.registry import REAL_DATASETS, dataset_dir
-
     if isinstance(datasets, str):
         datasets = [datasets]
     task = BUILDER_TASKS.get(name)

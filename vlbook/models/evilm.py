@@ -77,6 +77,7 @@ from vlbook.nn import Block, PatchEmbed2d
 
 __all__ = [
     "export_video_tokenizer",
+    "tokenizer_kwargs",
     "TokenizerTraining",
     "corpus_word_tokenizer",
     "full_pretrain_config",
@@ -1033,13 +1034,19 @@ def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: 
     return model
 
 
+def tokenizer_kwargs(preset: Mapping[str, Any], word_tokenizer: Any) -> dict[str, Any]:
+    """:class:`TokenizerConfig` fields of the preset's video tokenizer, predicting the word
+    tokenizer's vocabulary (toy and full runs alike)."""
+    return {**preset["tokenizer"], "vocab_size": len(word_tokenizer),
+            "max_frames": preset["data"]["num_frames"],
+            "special_token_ids": tuple(word_tokenizer.all_special_ids)}
+
+
 def build_chapter_tokenizer(preset: Mapping[str, Any], word_tokenizer: Any,
                             **overrides: Any) -> SemanticVQTokenizer:
     """The preset's video tokenizer, predicting the word tokenizer's vocabulary."""
-    kwargs = {**preset["tokenizer"], "vocab_size": len(word_tokenizer),
-              "max_frames": preset["data"]["num_frames"],
-              "special_token_ids": tuple(word_tokenizer.all_special_ids), **overrides}
-    return SemanticVQTokenizer(TokenizerConfig(**kwargs))
+    return SemanticVQTokenizer(TokenizerConfig(**{**tokenizer_kwargs(preset, word_tokenizer),
+                                                  **overrides}))
 
 
 def _loader(dataset: Any, max_items: int | None, batch_size: int, shuffle: bool = False,
@@ -1150,11 +1157,11 @@ def build_pretraining_model(variant: str = "evilm", tokenizer_checkpoint: str | 
     from vlbook.data.tokenizer import load_tokenizer
     from vlbook.models import create_model
 
-    words = load_tokenizer(word_tokenizer) if word_tokenizer is not None else None
-    if words is not None:
-        kwargs.setdefault("vocab_size", len(words))
-    model = create_model(variant, **kwargs)
-    if words is not None:
+    if word_tokenizer is None:
+        model = create_model(variant, **kwargs)
+    else:
+        words = load_tokenizer(word_tokenizer)
+        model = create_model(variant, **{"vocab_size": len(words), **kwargs})
         model.set_tokenizer(words)
     if tokenizer_checkpoint is not None:
         model.set_video_tokenizer(load_video_tokenizer(tokenizer_checkpoint))
@@ -1237,13 +1244,9 @@ def full_tokenizer_config(preset: Mapping[str, Any], word_tokenizer: str | Path,
     from vlbook.data.tokenizer import load_tokenizer
     from vlbook.train import config_from_preset
 
-    words = load_tokenizer(word_tokenizer)
-    tokenizer_kwargs = {**preset["tokenizer"], "vocab_size": len(words),
-                        "max_frames": preset["data"]["num_frames"],
-                        "special_token_ids": tuple(words.all_special_ids)}
+    config = tokenizer_kwargs(preset, load_tokenizer(word_tokenizer))
     return config_from_preset(
-        {"name": "vlbook.models.evilm:TokenizerTraining",
-         "kwargs": {"config": tokenizer_kwargs}},
+        {"name": "vlbook.models.evilm:TokenizerTraining", "kwargs": {"config": config}},
         {"name": "video_text", "kwargs": {**preset["data"], "tokenizer": str(word_tokenizer)}},
         preset["tokenizer_train"], seed=seed, output_dir=str(output_dir))
 
