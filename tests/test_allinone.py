@@ -1,4 +1,5 @@
-"""All-in-one (vlbook.models.allinone): sizes, token rolling, objectives, heads, converter."""
+"""All-in-one (vlbook.models.allinone, vlbook.chapters.allinone): sizes, token rolling,
+objectives, heads, converter, chapter helpers."""
 
 from __future__ import annotations
 
@@ -541,7 +542,7 @@ def test_hard_vtm_negatives_come_from_other_clips_and_need_vtc():
 
 
 def test_model_variant_copies_weights_and_rejects_shape_changes():
-    from vlbook.models.allinone import model_variant
+    from vlbook.chapters.allinone import model_variant
 
     model = AllInOne(tiny_config(temporal="single_frame"))
     rolled = model_variant(model, temporal="rolling", roll_ratio=0.5)
@@ -555,7 +556,7 @@ def test_model_variant_copies_weights_and_rejects_shape_changes():
 
 
 def test_cached_clips_decode_once_and_redraw_captions():
-    from vlbook.models.allinone import CachedClips
+    from vlbook.chapters.allinone import CachedClips
 
     class FakeClips:
         items = [(0, 0), (1, 0)]
@@ -619,7 +620,8 @@ def test_allinone_benchmark_times_the_toy_model(tmp_path, monkeypatch):
 
 def test_multiple_choice_evaluation_hand_computed_case():
     """5-way, temporal subset and per-attribute pairwise accuracies on fixed option scores."""
-    from vlbook.models.allinone import MultipleChoiceOutput, evaluate_multiple_choice
+    from vlbook.chapters.allinone import evaluate_multiple_choice
+    from vlbook.models.allinone import MultipleChoiceOutput
 
     attributes = [[None, "colour", "motion", "order", "shape"],
                   ["colour", None, "motion", "size", "order"]]

@@ -18,7 +18,7 @@ def test_toc_follows_the_chapter_order(tmp_path: Path) -> None:
 
 
 def test_chapter_order_is_the_papers_order() -> None:
-    assert [c for c, _ in book.CHAPTERS] == [
+    assert [c for c, _ in book.chapter_order()] == [
         "intro", "vlm", "simvtp", "umt", "allinone", "evilm", "capstone"
     ]
 

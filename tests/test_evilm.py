@@ -1,4 +1,5 @@
-"""E-ViLM (vlbook.models.evilm): Table 8 sizes, MVM masking and targets, tokenizer, objectives."""
+"""E-ViLM (vlbook.models.evilm, vlbook.chapters.evilm): Table 8 sizes, MVM masking and targets,
+tokenizer, objectives."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from vlbook.chapters.evilm import codebook_usage, pretrain, train_tokenizer  # noqa: E402
 from vlbook.models import create_model  # noqa: E402
 from vlbook.models.evilm import (  # noqa: E402
     PAPER_TABLE8,
@@ -17,12 +19,9 @@ from vlbook.models.evilm import (  # noqa: E402
     SemanticVQTokenizer,
     TokenizerConfig,
     caption_word_targets,
-    codebook_usage,
     load_edgenext_weights,
     mask_video_regions,
     parameter_breakdown,
-    pretrain,
-    train_tokenizer,
 )
 
 
@@ -303,11 +302,8 @@ def test_unimodal_vtc_learns_on_a_fixed_batch_at_the_toy_settings():
 
 
 def test_video_tokenizer_round_trips_and_attaches_for_full_training(tmp_path):
-    from vlbook.models.evilm import (
-        build_pretraining_model,
-        load_video_tokenizer,
-        save_video_tokenizer,
-    )
+    from vlbook.chapters.evilm import build_pretraining_model
+    from vlbook.models.evilm import load_video_tokenizer, save_video_tokenizer
 
     tok = tiny_tokenizer()
     video = make_batch(EViLM(tiny_config()), 2)["video"]
@@ -322,7 +318,7 @@ def test_video_tokenizer_round_trips_and_attaches_for_full_training(tmp_path):
 
 
 def test_split_batches_cuts_every_field():
-    from vlbook.models.evilm import split_batches
+    from vlbook.chapters.evilm import split_batches
 
     model = EViLM(tiny_config())
     batch = make_batch(model, 5)

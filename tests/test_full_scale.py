@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlbook.chapters import chapter as chapter_spec
+from vlbook.chapters import chapters
 from vlbook.config import get_preset
 from vlbook.data import REAL_DATASETS
 from vlbook.data.synthetic import ensure_synthetic
 from vlbook.train import TrainConfig
 from vlbook.train.data import build_dataset
 
-CHAPTERS = ("vlm", "simvtp", "umt", "allinone", "evilm")
+CHAPTERS = tuple(c.name for c in chapters())
 #: model kwargs that fetch pretrained weights (not available offline in the tests)
 WEIGHT_KWARGS = ("pretrained", "teacher", "encoder_init", "bert_embeddings", "checkpoint")
 
@@ -33,7 +35,7 @@ def _one_thread():
 
 
 def full_config(chapter: str, tmp_path: Path, preset: dict | None = None) -> TrainConfig:
-    module = importlib.import_module(f"vlbook.models.{chapter}")
+    module = importlib.import_module(chapter_spec(chapter).module)
     preset = preset or get_preset(chapter, "full")
     if chapter == "evilm":
         return module.full_pretrain_config(preset, tmp_path / "video_tokenizer.pt",
@@ -136,7 +138,7 @@ def test_full_data_path_reads_a_prepared_copy_of_several_datasets(smoke_benchmar
 def test_evilm_full_pipeline_on_a_prepared_copy(smoke_benchmark, tmp_path, monkeypatch):
     """Word vocabulary from the corpus -> tokenizer stage trained with vlbook.train ->
     exported -> pre-training stage builds and trains with the tokenizer's codes."""
-    import vlbook.models.evilm as E
+    import vlbook.chapters.evilm as E
     from vlbook.train import train
 
     monkeypatch.setenv("VLBOOK_DATA", str(tmp_path / "data"))

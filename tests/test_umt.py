@@ -1,4 +1,5 @@
-"""UMT (vlbook.models.umt): sizes, FLOPs, masking, UTA, targets, stage 2, teachers, converter."""
+"""UMT (vlbook.models.umt, vlbook.chapters.umt): sizes, FLOPs, masking, UTA, targets, stage 2,
+teachers, converter."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vlbook.analysis import count_flops  # noqa: E402
+from vlbook.chapters.umt import activation_bytes  # noqa: E402
 from vlbook.models import create_model  # noqa: E402
 from vlbook.models.umt import (  # noqa: E402
     UMT,
@@ -18,7 +20,6 @@ from vlbook.models.umt import (  # noqa: E402
     ToyCLIP,
     ToyCLIPConfig,
     UMTConfig,
-    activation_bytes,
     convert_official_state_dict,
     load_official_checkpoint,
     student_parameter_count,
@@ -395,7 +396,7 @@ def test_one_optimiser_step_of_umt_base_at_batch_1():
 
 
 def test_probe_labels_and_target_rows():
-    from vlbook.models.umt import shape_labels, target_variant
+    from vlbook.chapters.umt import shape_labels, target_variant
 
     labels = shape_labels(["first a red disc moves left, then a blue block rises",
                            "a big rhombus grows", "a tiny three-sided shape appears"])
@@ -410,7 +411,7 @@ def test_probe_labels_and_target_rows():
 def test_heldout_alignment_is_the_mean_of_per_clip_cosines_with_its_error():
     import torch.nn.functional as F
 
-    from vlbook.models.umt import heldout_alignment
+    from vlbook.chapters.umt import heldout_alignment
 
     model = tiny_model()
     clips = video(batch=5, seed=3)

@@ -384,9 +384,9 @@ def test_paper_size_model_takes_one_optimiser_step_on_cpu():
 
 
 def test_toy_features_feed_the_feature_text_dataset(tmp_path):
+    from vlbook.chapters.vlm import build_chapter_model, synthetic_datasets
     from vlbook.config import get_preset
     from vlbook.data.synthetic import ensure_synthetic
-    from vlbook.models.vlm import build_chapter_model, synthetic_datasets
 
     root = ensure_synthetic("smoke", root=tmp_path / "smoke")
     preset = get_preset("vlm", "smoke")

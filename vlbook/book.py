@@ -28,28 +28,29 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlbook.chapters import chapters as paper_chapters
 from vlbook.ledger import check_ledger
 from vlbook.paths import REPO_ROOT
 
 BOOK_SRC = REPO_ROOT / "book"
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
-#: The chapters in reading order: (notebook stem, part). Notebooks that do not exist yet are
-#: left out of the table of contents.
-CHAPTERS: tuple[tuple[str, str], ...] = (
-    ("intro", "Foundations"),
-    ("vlm", "The papers"),
-    ("simvtp", "The papers"),
-    ("umt", "The papers"),
-    ("allinone", "The papers"),
-    ("evilm", "The papers"),
-    ("capstone", "Putting them side by side"),
-)
+#: Chapters that are not one paper: the foundations before the papers, the comparison after.
+FRONT_CHAPTERS: tuple[tuple[str, str], ...] = (("intro", "Foundations"),)
+BACK_CHAPTERS: tuple[tuple[str, str], ...] = (("capstone", "Putting them side by side"),)
+
+
+def chapter_order() -> list[tuple[str, str]]:
+    """Every chapter in reading order as ``(notebook stem, part)``: the intro, the registered
+    paper chapters in their :attr:`~vlbook.chapters.Chapter.order`, the capstone."""
+    papers = [(c.name, c.part) for c in paper_chapters()]
+    return [*FRONT_CHAPTERS, *papers, *BACK_CHAPTERS]
 
 
 def existing_chapters(notebooks: Path = NOTEBOOKS) -> list[tuple[str, str]]:
-    """The chapters of :data:`CHAPTERS` whose notebook exists, in order."""
-    return [(stem, part) for stem, part in CHAPTERS if (notebooks / f"{stem}.ipynb").exists()]
+    """The chapters of :func:`chapter_order` whose notebook exists, in order."""
+    return [(stem, part) for stem, part in chapter_order()
+            if (notebooks / f"{stem}.ipynb").exists()]
 
 
 def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
@@ -65,6 +66,7 @@ def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
         "  - caption: Reference",
         "    chapters:",
         "      - file: ledger",
+        "      - file: paper_vs_code",
         "      - file: benchmarks",
         "      - file: references",
     ]

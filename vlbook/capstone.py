@@ -21,6 +21,7 @@ E-ViLM's video tokenizer) get their own ``aux_steps`` and are reported as extra 
 from __future__ import annotations
 
 import copy
+import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -33,12 +34,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlbook.analysis import count_flops, count_parameters
+from vlbook.chapters import allinone, chapters, evilm, simvtp, umt, vlm
+from vlbook.config import get_preset
+from vlbook.data import build_dataset
 from vlbook.data.cache import cache_dataset
+from vlbook.data.synthetic import annotation_path, ensure_synthetic
+from vlbook.data.tokenizer import load_tokenizer, tokenize
+from vlbook.eval import (
+    RetrievalProtocol,
+    linear_probe_accuracy,
+    multiple_choice_breakdown,
+    retrieval_metrics,
+)
 from vlbook.eval.downstream import TEMPORAL_ATTRIBUTES
+from vlbook.parallel import map_runs
 from vlbook.train.toy import ToyRun, train_on_cache
 
-#: The five methods in the book's order.
-METHOD_NAMES: tuple[str, ...] = ("vlm", "simvtp", "umt", "allinone", "evilm")
 STATIC_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count")
 
 
@@ -80,8 +91,6 @@ class Budget:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    import json
-
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -93,10 +102,6 @@ def load_benchmark(budget: Budget, root: str | Path | None = None, scale: str = 
     first caption), and index-based views into them for ``mc``, ``qa_train``/``qa_test`` and
     ``cls_train``/``cls_test`` (rows whose video is not cached are left out).
     """
-    from vlbook.data import build_dataset
-    from vlbook.data.synthetic import annotation_path, ensure_synthetic
-    from vlbook.data.tokenizer import load_tokenizer, tokenize
-
     root = Path(root) if root is not None else ensure_synthetic(scale)
     tokenizer = load_tokenizer(root / "tokenizer")
     clips = {}
@@ -184,16 +189,12 @@ class Method:
 
 
 def _chapter_preset(chapter: str, budget: Budget) -> dict[str, Any]:
-    from vlbook.config import get_preset
-
     preset = get_preset(chapter, "toy")
     preset["data"]["max_len"] = budget.max_len
     return preset
 
 
 def _build_vlm(budget: Budget, tokenizer: Any) -> nn.Module:
-    from vlbook.models import vlm
-
     preset = _chapter_preset("vlm", budget)
     data = {"tokenizer": tokenizer, "num_frames": budget.num_frames, "max_len": budget.max_len}
     model = vlm.build_chapter_model(preset, data, hidden_size=budget.width,
@@ -204,8 +205,6 @@ def _build_vlm(budget: Budget, tokenizer: Any) -> nn.Module:
 
 
 def _build_simvtp(budget: Budget, tokenizer: Any) -> nn.Module:
-    from vlbook.models import simvtp
-
     preset = _chapter_preset("simvtp", budget)
     preset["data"].update(num_frames=budget.num_frames, size=budget.size)
     return simvtp.build_chapter_model(preset, tokenizer, embed_dim=budget.width,
@@ -214,20 +213,16 @@ def _build_simvtp(budget: Budget, tokenizer: Any) -> nn.Module:
 
 
 def _build_umt(budget: Budget, tokenizer: Any) -> nn.Module:
-    from vlbook.models import umt
-
-    return umt.chapter_model("umt_toy", tokenizer, stage=2, max_text_len=budget.max_len,
-                             embed_dim=budget.width, depth=budget.depth, num_heads=budget.heads,
-                             image_size=budget.size, patch_size=budget.patch_size,
-                             num_frames=budget.num_frames, teacher_dim=budget.width,
-                             align_layers=min(2, budget.depth))
+    return umt.build_chapter_model("umt_toy", tokenizer, stage=2, max_text_len=budget.max_len,
+                                   embed_dim=budget.width, depth=budget.depth,
+                                   num_heads=budget.heads, image_size=budget.size,
+                                   patch_size=budget.patch_size, num_frames=budget.num_frames,
+                                   teacher_dim=budget.width, align_layers=min(2, budget.depth))
 
 
 def _prepare_umt(model: nn.Module, data: Mapping[str, Any], budget: Budget, seed: int
                  ) -> dict[str, Any]:
     """Train the toy CLIP teacher on single frames of the training clips (aux steps)."""
-    from vlbook.models import umt
-
     torch.manual_seed(seed)
     tokenizer = data["tokenizer"]
     teacher = umt.ToyCLIP(umt.ToyCLIPConfig(
@@ -249,14 +244,10 @@ def _prepare_umt(model: nn.Module, data: Mapping[str, Any], budget: Budget, seed
 
 def _umt_step_fn(step: int, steps: int) -> Any:
     """Stage 1 (UTA on masked video) for the first half, stage 2 (VTC+VTM+MLM+UTA) after."""
-    from vlbook.models import umt
-
     return umt.stage1_step if step < steps // 2 else umt.stage2_step
 
 
 def _build_allinone(budget: Budget, tokenizer: Any) -> nn.Module:
-    from vlbook.models import allinone
-
     preset = _chapter_preset("allinone", budget)
     return allinone.build_chapter_model(preset, tokenizer, embed_dim=budget.width,
                                         depth=budget.depth, num_heads=budget.heads,
@@ -265,8 +256,6 @@ def _build_allinone(budget: Budget, tokenizer: Any) -> nn.Module:
 
 
 def _build_evilm(budget: Budget, tokenizer: Any) -> nn.Module:
-    from vlbook.models import evilm
-
     preset = _chapter_preset("evilm", budget)
     return evilm.build_chapter_model(
         preset, tokenizer, hidden=budget.width, decoder_depth=budget.depth // 2,
@@ -278,8 +267,6 @@ def _build_evilm(budget: Budget, tokenizer: Any) -> nn.Module:
 def _prepare_evilm(model: nn.Module, data: Mapping[str, Any], budget: Budget, seed: int
                    ) -> dict[str, Any]:
     """Train the semantic video tokenizer (E-ViLM Eq. 7) for the aux steps and attach it."""
-    from vlbook.models import evilm
-
     preset = _chapter_preset("evilm", budget)
     preset["data"]["num_frames"] = 4
     torch.manual_seed(seed)
@@ -324,6 +311,9 @@ METHODS: dict[str, Method] = {
         "Xavier init, lr 3e-4, added VTC; conv frame encoder instead of EdgeNeXt",
         _build_evilm, prepare=_prepare_evilm),
 }
+#: The compared methods in the book's order: the registered chapters that have a recipe in
+#: :data:`METHODS` (a new chapter joins the comparison when it gets one).
+METHOD_NAMES: tuple[str, ...] = tuple(c.name for c in chapters() if c.name in METHODS)
 
 
 def _caption_sampler(data: Mapping[str, Any], frames: torch.Tensor | None = None
@@ -465,15 +455,11 @@ def mc_breakdown(scores: torch.Tensor, answer: torch.Tensor,
                  attributes: Sequence[Sequence[str | None]]) -> dict[str, float]:
     """:func:`vlbook.eval.multiple_choice_breakdown` with the synthetic benchmark's temporal
     attributes (percent)."""
-    from vlbook.eval import multiple_choice_breakdown
-
     return multiple_choice_breakdown(scores, answer, attributes, temporal=TEMPORAL_ATTRIBUTES)
 
 
 def evaluate_method(run: MethodRun, data: Mapping[str, Any], budget: Budget) -> dict[str, float]:
     """Retrieval, MC (temporal vs static distractors), open QA and the action probe."""
-    from vlbook.eval import RetrievalProtocol, linear_probe_accuracy, retrieval_metrics
-
     model = run.model
     frames = METHODS[run.method].frame_index(budget)
     test, train = data["test"], data["train"]
@@ -572,8 +558,6 @@ def run_comparison(data: Mapping[str, Any], budget: Budget,
     one after the other. Each run seeds itself from its seed, so the records do not depend on
     the number of workers; ``wall_s`` is each run's own time.
     """
-    from vlbook.parallel import map_runs
-
     def one_run(job: tuple[str, int]) -> dict[str, Any]:
         name, seed = job
         run = pretrain_method(name, data, budget, seed)

@@ -16,6 +16,7 @@ notebooks, so the book, the tests and ``python -m vlbook.train`` read the same n
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,17 +135,17 @@ def get_preset(chapter: str, scale: str, **overrides: Any) -> dict[str, Any]:
 def ensure_registered(chapter: str) -> bool:
     """Import the module that registers ``chapter``'s preset; True if one is registered.
 
-    Paper chapters register in ``vlbook.models.<chapter>``, the others in ``vlbook.presets``.
+    Paper chapters register in ``vlbook.chapters.<chapter>``, the others in ``vlbook.presets``.
+    Imported by name here because the chapter layer sits above this module (it imports
+    :func:`register_preset`).
     """
-    import importlib
-
     if chapter not in PRESETS:
         importlib.import_module("vlbook.presets")
     if chapter not in PRESETS:
         try:
-            importlib.import_module(f"vlbook.models.{chapter}")
+            importlib.import_module(f"vlbook.chapters.{chapter}")
         except ModuleNotFoundError as err:
-            if err.name != f"vlbook.models.{chapter}":
+            if err.name != f"vlbook.chapters.{chapter}":
                 raise
     return chapter in PRESETS
 

@@ -12,84 +12,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from vlbook.chapters import NON_PAPER_CHAPTERS, RowKey, chapters
 from vlbook.paths import results_root
 
-RowKey = tuple[str, str, str, str]  # (paper, table, row, metric)
+
+def expected_rows() -> dict[str, tuple[RowKey, ...]]:
+    """The ledger spec of every registered paper chapter (:attr:`Chapter.ledger_rows
+    <vlbook.chapters.Chapter.ledger_rows>`), in book order."""
+    return {c.name: c.ledger_rows for c in chapters()}
 
 
-def _rows(paper: str, table: str, metric: str, rows: tuple[str, ...]) -> tuple[RowKey, ...]:
-    return tuple((paper, table, row, metric) for row in rows)
-
-
-_VLM_TABLE8 = ("MMM 0%", "MMM 30%", "MMM 50%", "MMM 70%", "MFM-MLM loss")
-_ALLINONE_VARIANTS = ("allinone_tiny", "allinone_small", "allinone_base")
-_TABLE8A = ("single frame", "time average", "time average ‡", "channel shift", "flatten",
-            "token rolling")
-_SIMVTP_TABLE5 = ("MSM", "VTC", "VTM", "MSM + VTC", "MSM + VTM", "VTC + VTM",
-                  "MSM + VTC + VTM")
-_EVILM_TABLE8 = ("text_embeddings", "text_encoder", "text_projection", "token_type",
-                 "video_encoder", "video_projection", "decoder", "pooler", "vtm_head")
-
-#: The rows each paper chapter writes (the spec; values come from the runs).
-EXPECTED_ROWS: dict[str, tuple[RowKey, ...]] = {
-    "vlm": (
-        ("VLM", "Table 1", "VLM", "params (M)"),
-        ("VLM", "Table 3", "text-video retrieval (synthetic)", "R@1"),
-        ("VLM", "Table 4", "segmentation (synthetic)", "frame accuracy"),
-        ("VLM", "Table 5", "step localisation zero-shot (synthetic)", "recall"),
-        ("VLM", "Table 5", "step localisation supervised (synthetic)", "recall"),
-        ("VLM", "Table 6", "multiple choice (synthetic)", "accuracy"),
-        ("VLM", "Table 7", "captioning (synthetic)", "CIDEr (x100)"),
-        *_rows("VLM", "Table 8", "R@1", _VLM_TABLE8),
-        *_rows("VLM", "Table 9", "CIDEr", _VLM_TABLE8),
-    ),
-    "simvtp": (
-        ("SimVTP", "Sec. 4.1 (VideoMAE Table 1)", "ViT-B shared encoder", "params (M)"),
-        ("SimVTP", "Table 4d", "text w/ [M] vs w/o [M]", "encoder FLOPs ratio"),
-        ("SimVTP", "Sec. 3", "visible-only encoder", "FLOPs saving (x)"),
-        *_rows("SimVTP", "Table 5", "MSR-VTT t2v R@1", _SIMVTP_TABLE5),
-        ("SimVTP", "Figure 3 (top)", "best text mask ratio", "ratio"),
-        ("SimVTP", "Table 5 (VTC)", "zero-shot t2v retrieval after pre-training", "R@1 (%)"),
-        ("SimVTP", "Table 3 (MSR-VTT MC)",
-         "zero-shot multiple choice, through the VTM head (paper)", "accuracy (%)"),
-        ("SimVTP", "Table 3 (MSR-VTT MC)", "zero-shot multiple choice, through the VTC features",
-         "accuracy (%)"),
-        ("SimVTP", "Sec. 4.4", "held-out masked words", "accuracy (%)"),
-    ),
-    "umt": (
-        ("UMT", "Table 5", "umt_base", "params (M)"),
-        ("UMT", "Table 5", "umt_base", "GFLOPs 8x224"),
-        ("UMT", "Table 5", "umt_large", "params (M)"),
-        ("UMT", "Table 5", "umt_large", "GFLOPs 8x224"),
-        ("UMT", "Table 1", "UTA vs MAE", "SSV2 (toy: motion probe)"),
-        ("UMT", "Table 2", "semantic vs tube/random", "K400 (toy: teacher cosine)"),
-        ("UMT", "Figure 4", "0.8 vs 0.95 masking", "K400 (toy: teacher cosine)"),
-        ("UMT", "Table 3", "student vs fine-tuned CLIP-S", "SSV2 (toy: motion FT)"),
-        ("UMT", "Table 7", "zero-shot t2v", "R@1 (toy: synthetic)"),
-        ("UMT", "Sec. 4.1", "pre-training run", "stage 1 + 2 full schedules"),
-    ),
-    "allinone": (
-        *_rows("All-in-one", "Table 1", "params (M)", _ALLINONE_VARIANTS),
-        *_rows("E-ViLM", "Table 1", "GFLOPs", _ALLINONE_VARIANTS),
-        ("All-in-one", "Table 4a", "zero-shot MC (synthetic)", "accuracy"),
-        *_rows("All-in-one", "Table 8a", "zero-shot MC (LSMDC)", _TABLE8A),
-    ),
-    "evilm": (
-        *_rows("E-ViLM", "Table 8", "params", _EVILM_TABLE8),
-        ("E-ViLM", "Table 8", "total", "params (M)"),
-        *_rows("E-ViLM", "Table 1", "GFLOPs (MACs)", ("evilm", *_ALLINONE_VARIANTS)),
-        ("E-ViLM", "Table 5", "VTM+MLM+MVM vs VTM+MLM", "qa_probe"),
-        ("E-ViLM", "Table 5", "VTM+MLM+MVM vs VTM+MLM", "mc_accuracy"),
-        ("E-ViLM", "Table 5", "VTM vs no pre-training", "mc_accuracy"),
-        ("E-ViLM", "Figure 2", "MVM gain, small vs large width", "qa_probe gain"),
-        ("E-ViLM", "Table 6", "focal vs BCE tokenizer", "VOC. RATE"),
-        ("E-ViLM", "Table 6", "semantic (focal) vs pixel tokenizer", "QA"),
-        ("E-ViLM", "Table 1", "MSRVTT-QA", "accuracy / recall"),
-        ("E-ViLM", "Table 2", "MSRVTT t2v R@1", "accuracy / recall"),
-        ("E-ViLM", "Table 3", "HMDB51 linear probe", "accuracy / recall"),
-    ),
-}
+def __getattr__(name: str) -> Any:
+    # EXPECTED_ROWS is computed from the chapter registry when first read: the chapter modules
+    # sit above this one and register themselves on import.
+    if name == "EXPECTED_ROWS":
+        return expected_rows()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LedgerError(RuntimeError):
@@ -116,15 +56,27 @@ def _key(row: dict) -> RowKey:
 def missing_rows(chapter: str, scale: str, root: Path | None = None) -> list[RowKey]:
     """Expected rows of ``chapter`` its ``scale`` run did not write, in the spec's order."""
     have = {_key(r) for r in written_rows(chapter, scale, root)}
-    return [key for key in EXPECTED_ROWS.get(chapter, ()) if key not in have]
+    spec = expected_rows()
+    if chapter not in spec:
+        raise LedgerError(f"{chapter!r} is not a registered paper chapter (known: "
+                          f"{sorted(spec)}): register it in vlbook/chapters/{chapter}.py "
+                          "with its ledger rows")
+    return [key for key in spec[chapter] if key not in have]
 
 
-def check_ledger(chapters: list[str], scale: str, root: Path | None = None) -> None:
+def check_ledger(names: list[str], scale: str, root: Path | None = None) -> None:
     """Raise :class:`LedgerError` naming each executed paper chapter whose ledger file is
-    missing or lacks expected rows; chapters without a spec (intro, capstone) are skipped."""
+    missing or lacks expected rows. The non-paper chapters (intro, capstone) have no rows;
+    any other name must be a registered paper chapter (a notebook with no ledger spec fails)."""
     problems = []
-    for chapter in chapters:
-        if chapter not in EXPECTED_ROWS:
+    spec = expected_rows()
+    for chapter in names:
+        if chapter in NON_PAPER_CHAPTERS:
+            continue
+        if chapter not in spec:
+            problems.append(f"{chapter}: notebooks/{chapter}.ipynb has no registered chapter "
+                            f"(vlbook/chapters/{chapter}.py) and so no ledger rows; known "
+                            f"paper chapters: {sorted(spec)}")
             continue
         try:
             missing = missing_rows(chapter, scale, root)
@@ -139,5 +91,5 @@ def check_ledger(chapters: list[str], scale: str, root: Path | None = None) -> N
         raise LedgerError("reproduction ledger incomplete:\n  " + "\n  ".join(problems))
 
 
-__all__ = ["EXPECTED_ROWS", "LedgerError", "RowKey", "check_ledger", "ledger_path",
-           "missing_rows", "written_rows"]
+__all__ = ["LedgerError", "RowKey", "check_ledger", "expected_rows",
+           "ledger_path", "missing_rows", "written_rows"]

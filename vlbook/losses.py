@@ -2,7 +2,8 @@
 
 Each function cites the equation (or, where the paper leaves it open, the released code) it
 implements. Where the paper and the code differ, the code is the default and the paper's form
-is an option; ``shared/papers/OFFICIAL_CODE_NOTES.md`` lists the differences.
+is an option; the book's *Paper vs code* page
+(``book/paper_vs_code.md``) lists the differences.
 
 Contents
 --------
@@ -27,14 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlbook.constants import IMAGENET_MEAN, IMAGENET_STD
 from vlbook.distributed import all_gather_no_grad, all_gather_with_grad, get_rank, is_distributed
 from vlbook.masking import gather_masked, gather_visible
-
-try:  # the data engineer's transforms module is the single source of these constants
-    from vlbook.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-except ImportError:  # pragma: no cover - until vlbook.data.transforms exists
-    IMAGENET_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_STD = (0.229, 0.224, 0.225)
 
 __all__ = [
     "CodebookUsage",

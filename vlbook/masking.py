@@ -11,11 +11,11 @@ Conventions
 * Every sampler takes an optional ``torch.Generator``; the same generator state gives the same
   mask. Samplers are vectorised over the batch (no Python loop over samples).
 
-Rounding of the masked counts follows the authors' code (see
-``shared/papers/OFFICIAL_CODE_NOTES.md``): tube masking hides ``int(ratio * H'W')`` positions
-of every frame (VideoMAE / SimVTP: ``int(0.9 * 196) = 176``); semantic masking keeps
-``H'W' - int(ratio * H'W')`` tokens per frame (UMT: 40 of 196 at 0.8); random masking hides
-``int(ratio * N)`` tokens of the clip.
+Rounding of the masked counts follows the authors' code (see the book's *Paper vs code* page,
+``book/paper_vs_code.md``): tube masking hides ``int(ratio * H'W')`` positions of every frame
+(VideoMAE / SimVTP: ``int(0.9 * 196) = 176``); semantic masking keeps ``H'W' - int(ratio *
+H'W')`` tokens per frame (UMT: 40 of 196 at 0.8); random masking hides ``int(ratio * N)``
+tokens of the clip.
 """
 
 from __future__ import annotations

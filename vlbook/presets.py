@@ -1,6 +1,6 @@
 """Scale presets of the chapters that are not one paper: the intro and the capstone.
 
-Paper chapters register theirs in their model file (``vlbook/models/<paper>.py``).
+Paper chapters register theirs in their chapter module (``vlbook/chapters/<paper>.py``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlbook.ledger import expected_rows
 from vlbook.paths import results_root
 
 STATUSES = ("matches", "direction reproduced", "differs", "not run")
@@ -173,11 +174,9 @@ def collect_ledger(root: Path | None = None, scales: tuple[str, ...] | None = No
 def _expected_but_absent(rows: list[LedgerRow], root: Path, scales: tuple[str, ...] | None
                          ) -> list[LedgerRow]:
     """"not run" rows for every expected row no run wrote (chapters never executed too)."""
-    from vlbook.ledger import EXPECTED_ROWS
-
     have = {(r.paper, r.table, r.row, r.metric) for r in rows}
     absent = []
-    for chapter, keys in EXPECTED_ROWS.items():
+    for chapter, keys in expected_rows().items():
         ran = [p.parent.name for p in root.glob(f"{chapter}/*/ledger.json")
                if scales is None or p.parent.name in scales]
         note = (f"not written by the {'/'.join(sorted(ran))} run of notebooks/{chapter}.ipynb"
@@ -200,7 +199,7 @@ def _fmt(value: float | str | None) -> str:
 def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = None) -> str:
     """The reproduction ledger page as MyST markdown: one section per paper, a status count,
     then paper value and ours side by side. Expected rows that no run wrote
-    (:data:`vlbook.ledger.EXPECTED_ROWS`) are listed as ``not run``, never dropped."""
+    (:func:`vlbook.ledger.expected_rows`) are listed as ``not run``, never dropped."""
     root = root or results_root()
     rows = collect_ledger(root, scales)
     rows += _expected_but_absent(rows, root, scales)

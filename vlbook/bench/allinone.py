@@ -89,9 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_threads(args)
-    from vlbook.models.allinone import VARIANTS
-
-    check_variants(args.variants, VARIANTS, "All-in-one")
+    check_variants(args.variants, (*TOY_VARIANTS, *PAPER_VARIANTS), "All-in-one")
     modes = modes_of(args)
     device = resolve_device(args.device)
     results: list[BenchResult] = []

@@ -34,6 +34,9 @@ from vlbook.bench.common import (
     write_suite,
 )
 from vlbook.bench.train import BenchResult, benchmark
+from vlbook.chapters.evilm import _TOY_TOKENIZER
+from vlbook.models import create_model
+from vlbook.models.evilm import VARIANTS, SemanticVQTokenizer, TokenizerConfig
 
 VARIANTS_BENCHED: tuple[str, ...] = ("evilm_toy", "evilm")
 
@@ -51,8 +54,6 @@ class JointForward(nn.Module):
 
 
 def _tokenizer_config(variant: str) -> Any:
-    from vlbook.models.evilm import _TOY_TOKENIZER, TokenizerConfig
-
     if variant == "evilm_toy":
         return TokenizerConfig(**_TOY_TOKENIZER, vocab_size=512)
     return TokenizerConfig(encoder="clip")
@@ -60,9 +61,6 @@ def _tokenizer_config(variant: str) -> Any:
 
 def model_factory(variant: str, mode: str) -> Any:
     """A factory building ``variant`` for ``mode`` (``"train"``: with a tokenizer attached)."""
-    from vlbook.models import create_model
-    from vlbook.models.evilm import SemanticVQTokenizer
-
     def build() -> nn.Module:
         model = create_model(variant)
         if mode == "infer":
@@ -79,8 +77,6 @@ def bench_variant(variant: str, *, batch_size: int, text_len: int = 40, steps: i
                   precision: str = "no", device: str = "auto",
                   count_flops: bool = True) -> list[BenchResult]:
     """Benchmark one E-ViLM variant: pre-training steps and/or inference forwards."""
-    from vlbook.models import create_model
-
     if batch_size < 2 and "train" in modes:
         warnings.filterwarnings("ignore", message="VTM: every item")
     example_model = create_model(variant)
@@ -115,8 +111,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the suite; write JSON + markdown under ``results_root()/bench``."""
     setup_threads(args)
-    from vlbook.models.evilm import VARIANTS
-
     check_variants(args.variants, VARIANTS, "E-ViLM")
     modes = modes_of(args)
     device = resolve_device(args.device)

@@ -1,7 +1,8 @@
 """Every model of the book at toy and paper size in one table.
 
-``python -m vlbook.bench models`` runs each chapter's benchmark (:mod:`vlbook.bench.vlm`,
-``simvtp``, ``umt``, ``allinone``, ``evilm``) on its toy variant and its paper-size variant(s)
+``python -m vlbook.bench models`` runs the benchmark of every registered chapter
+(:func:`vlbook.chapters.chapters`; :mod:`vlbook.bench.vlm` and so on, or the generic step on the
+model's ``example_batch`` for a chapter with no suite) on its toy and paper-size variant(s)
 with the same options and writes one table: training-step time (forward + backward + AdamW),
 inference clips/s (no-grad forward of the same step), peak memory, parameters, FLOPs per step
 and, on a GPU, the model FLOP utilisation. Results go to ``results_root()/bench/models-<device>
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
 import platform
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -37,41 +40,62 @@ from vlbook.bench.common import (
     setup_threads,
     write_suite,
 )
-from vlbook.bench.train import BenchResult
-
-CHAPTERS: tuple[str, ...] = ("vlm", "simvtp", "umt", "allinone", "evilm")
-#: Paper-size variants of each chapter (its own suite may bench more).
-PAPER_SIZE: dict[str, tuple[str, ...]] = {
-    "vlm": ("vlm_base",), "simvtp": ("simvtp_base",), "umt": ("umt_base",),
-    "allinone": ("allinone_tiny", "allinone_base"), "evilm": ("evilm",),
-}
-TOY_SIZE: dict[str, tuple[str, ...]] = {
-    "vlm": ("vlm_toy",), "simvtp": ("simvtp_toy",), "umt": ("umt_toy",),
-    "allinone": ("allinone_toy",), "evilm": ("evilm_toy",),
-}
+from vlbook.bench.train import BenchResult, _rss_mb, benchmark
+from vlbook.chapters import chapters
+from vlbook.models import create_model
 
 
-def variants(chapters: tuple[str, ...] | list[str], sizes: tuple[str, ...] | list[str]
+def chapter_names() -> list[str]:
+    """Every registered paper chapter, in book order (:func:`vlbook.chapters.chapters`)."""
+    return [c.name for c in chapters()]
+
+
+def variants(names: tuple[str, ...] | list[str], sizes: tuple[str, ...] | list[str]
              ) -> list[tuple[str, str, str]]:
-    """``(chapter, size, variant)`` rows in book order."""
+    """``(chapter, size, variant)`` rows in book order, from each chapter's
+    :attr:`~vlbook.chapters.Chapter.toy_models` / :attr:`~vlbook.chapters.Chapter.paper_models`."""
+    known = {c.name: c for c in chapters()}
     rows = []
-    for chapter in chapters:
-        if chapter not in CHAPTERS:
-            raise ValueError(f"unknown chapter {chapter!r}; known {CHAPTERS}")
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown chapter {name!r}; known {sorted(known)}")
         for size in sizes:
-            table = {"toy": TOY_SIZE, "paper": PAPER_SIZE}.get(size)
-            if table is None:
+            if size not in ("toy", "paper"):
                 raise ValueError(f"unknown size {size!r}; expected 'toy' or 'paper'")
-            rows += [(chapter, size, v) for v in table[chapter]]
+            spec = known[name]
+            table = spec.toy_models if size == "toy" else spec.paper_models
+            rows += [(name, size, v) for v in table]
     return rows
+
+
+def _generic_bench_variant(variant: str, *, batch_size: int, steps: int, warmup: int,
+                           modes: tuple[str, ...], precision: str, device: str,
+                           count_flops: bool) -> list[BenchResult]:
+    """A chapter without a suite of its own: its model's ``example_batch`` through
+    :func:`vlbook.bench.train.benchmark`."""
+
+    def factory() -> torch.nn.Module:
+        return create_model(variant)
+
+    example = factory().example_batch(batch_size, generator=torch.Generator().manual_seed(0))
+    return [benchmark(factory, example, name=f"{variant}-b{batch_size}", model_name=variant,
+                      mode=mode, steps=steps, warmup=warmup, precision=precision,
+                      device=device, count_model_flops=count_flops) for mode in modes]
 
 
 def bench_one(chapter: str, variant: str, *, batch_size: int, steps: int, warmup: int,
               modes: tuple[str, ...], precision: str, device: str, count_flops: bool
               ) -> list[BenchResult]:
-    """The chapter suite's ``bench_variant`` with the shared options."""
-    module = importlib.import_module(f"vlbook.bench.{chapter}")
-    bench: Callable[..., list[BenchResult]] = module.bench_variant
+    """The chapter suite's ``bench_variant`` (``vlbook.bench.<chapter>``) with the shared
+    options; a chapter with no suite is timed on its model's ``example_batch``."""
+    try:
+        module = importlib.import_module(f"vlbook.bench.{chapter}")
+    except ModuleNotFoundError as err:
+        if err.name != f"vlbook.bench.{chapter}":
+            raise
+        bench: Callable[..., list[BenchResult]] = _generic_bench_variant
+    else:
+        bench = module.bench_variant
     kwargs: dict[str, Any] = dict(batch_size=batch_size, steps=steps, warmup=warmup,
                                   modes=modes, precision=precision, device=device,
                                   count_flops=count_flops)
@@ -82,8 +106,6 @@ def bench_one(chapter: str, variant: str, *, batch_size: int, steps: int, warmup
 
 def _bench_isolated(kwargs: dict[str, Any]) -> list[BenchResult]:
     """:func:`bench_one` in a fresh process: records its idle memory first."""
-    from vlbook.bench.train import _rss_mb
-
     threads = kwargs.pop("threads", 0)
     if threads:
         torch.set_num_threads(threads)
@@ -95,7 +117,8 @@ def _bench_isolated(kwargs: dict[str, Any]) -> list[BenchResult]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
+    names = chapter_names()
+    parser.add_argument("--chapters", nargs="+", default=names, choices=names)
     parser.add_argument("--sizes", nargs="+", default=["toy", "paper"], choices=("toy", "paper"))
     parser.add_argument("--toy-batch-size", type=int, default=8)
     parser.add_argument("--paper-batch-size", type=int, default=1)
@@ -113,9 +136,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     isolate = device == "cpu" and not args.no_isolate
     pool = None
     if isolate:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         # spawn: a fresh interpreter per variant and mode (max_tasks_per_child=1), so its peak
         # resident memory is its own
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),

@@ -30,6 +30,9 @@ from vlbook.bench.common import (
     write_suite,
 )
 from vlbook.bench.train import BenchResult, benchmark
+from vlbook.chapters.umt import target_variant
+from vlbook.models import create_model
+from vlbook.models.umt import HFCLIPTeacher, ToyCLIP, ToyCLIPConfig
 
 TOY_VARIANTS: tuple[str, ...] = ("umt_toy",)
 PAPER_VARIANTS: tuple[str, ...] = ("umt_base", "umt_large")
@@ -42,10 +45,9 @@ TEACHER_SHAPES: dict[str, tuple[int, int, int, int, int, int]] = {
 
 def build_teacher(variant: str) -> Any:
     """A randomly initialised teacher with the cost of the variant's real CLIP teacher."""
-    from vlbook.models.umt import HFCLIPTeacher, ToyCLIP, ToyCLIPConfig
-
     if variant not in TEACHER_SHAPES:
         return ToyCLIP(ToyCLIPConfig()).requires_grad_(False).eval()
+    # transformers: heavy optional dependency, only for the paper-size teachers
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     hidden, layers, heads, patch, size, projection = TEACHER_SHAPES[variant]
@@ -57,9 +59,6 @@ def build_teacher(variant: str) -> Any:
 
 
 def _factory(variant: str, target: str) -> Any:
-    from vlbook.models import create_model
-    from vlbook.models.umt import target_variant
-
     def build() -> torch.nn.Module:
         model = create_model(variant, **target_variant(target))
         model.set_teacher(build_teacher(variant))
@@ -96,9 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_threads(args)
-    from vlbook.models.umt import VARIANTS
-
-    check_variants(args.variants, VARIANTS, "UMT")
+    check_variants(args.variants, (*TOY_VARIANTS, *PAPER_VARIANTS), "UMT")
     modes = modes_of(args)
     device = resolve_device(args.device)
     results: list[BenchResult] = []

@@ -1,8 +1,9 @@
 """Pre-extracted video features (VLM): one 512-d vector per second, stored as ``.npy``.
 
-VLM (MMPT) never sees pixels: its video tokens are HowTo100M S3D features, one per second
-(VLM §3.1; ``OFFICIAL_CODE_NOTES.md``). A ``feature_text`` record names a per-video feature
-file ``(seconds, D)`` and the video's timed captions (ASR sentences)::
+VLM (MMPT) never sees pixels: its video tokens are HowTo100M S3D features, one per second (VLM
+§3.1; the book's *Paper vs code* page, ``book/paper_vs_code.md``). A ``feature_text`` record
+names a per-video feature file ``(seconds, D)`` and the video's timed captions (ASR
+sentences)::
 
     {"video_id": "abc", "features": "features/abc.npy",
      "captions": ["...", "..."], "starts": [0.0, 3.2], "ends": [3.2, 7.9]}

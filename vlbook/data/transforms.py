@@ -22,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from vlbook.constants import IMAGENET_MEAN, IMAGENET_STD
 
 CROPS: tuple[str, ...] = ("resize", "center", "random_resized", "multiscale")
 

@@ -2,8 +2,9 @@
 linear probe.
 
 Each function states the counting convention it implements, because the papers' code differ
-(OFFICIAL_CODE_NOTES): All-in-one's open-ended QA drops questions whose answer is outside the
-answer vocabulary from the denominator; vlbook counts them as wrong unless asked otherwise.
+(the book's *Paper vs code* page, ``book/paper_vs_code.md``): All-in-one's open-ended QA drops
+questions whose answer is outside the answer vocabulary from the denominator; vlbook counts
+them as wrong unless asked otherwise.
 """
 
 from __future__ import annotations

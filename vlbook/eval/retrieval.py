@@ -1,12 +1,13 @@
 """Text-video retrieval metrics with an explicit evaluation protocol.
 
 The five papers report R@1/5/10 and median rank, but their evaluation code differs in ways that
-move the numbers (OFFICIAL_CODE_NOTES "Shared"): MMPT reports fractions with no tie handling,
-Frozen-in-Time ``t2v_metrics`` (SimVTP, All-in-one) percentages with optimistic ties for
-text-to-video and averaged ties for video-to-text, UMT re-ranks the top 128 with its matching
-head. vlbook makes every such choice a field of :class:`RetrievalProtocol`; every
-:class:`RetrievalResult` carries its protocol and prints it as a one-line card, and
-:func:`retrieval_table` refuses to put results of different protocols in one table.
+move the numbers (the book's *Paper vs code* page, ``book/paper_vs_code.md``): MMPT reports
+fractions with no tie handling, Frozen-in-Time ``t2v_metrics`` (SimVTP, All-in-one) percentages
+with optimistic ties for text-to-video and averaged ties for video-to-text, UMT re-ranks the
+top 128 with its matching head. vlbook makes every such choice a field of
+:class:`RetrievalProtocol`; every :class:`RetrievalResult` carries its protocol and prints it
+as a one-line card, and :func:`retrieval_table` refuses to put results of different protocols
+in one table.
 
 Definitions (``sim`` is ``(num_texts, num_videos)``; ``text_to_video[i]`` is the video of text
 ``i``; several texts may share a video):

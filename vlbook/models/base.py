@@ -17,6 +17,10 @@ from vlbook.registry import Registry
 
 MODELS: Registry = Registry("model")
 
+#: ``@register_model def allinone_tiny(**kwargs): ...`` registers a variant under its function
+#: name (timm style), so every variant can be found with ``grep "def allinone_tiny"``.
+register_model = MODELS.register()
+
 
 class VLModel(nn.Module):
     """Base class of vlbook's video-language models."""

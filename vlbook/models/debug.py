@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from vlbook.models.base import MODELS, VLModel
+from vlbook.models.base import VLModel, register_model
 
 
 class _Tower(nn.Module):
@@ -136,7 +136,7 @@ class DebugDualEncoder(VLModel):
         }
 
 
-@MODELS.register("debug_tiny")
+@register_model
 def debug_tiny(**kwargs: Any) -> DebugDualEncoder:
     """The debugging dual encoder (see the module docstring)."""
     return DebugDualEncoder(**kwargs)
@@ -193,11 +193,3 @@ class DebugPairs(Dataset):
 def debug_pairs(**kwargs: Any) -> DebugPairs:
     """Factory of :class:`DebugPairs` (``data.name: debug_pairs`` in a training config)."""
     return DebugPairs(**kwargs)
-
-
-try:  # register in the data registry when the data package provides one
-    from vlbook.data import DATASETS as _DATASETS
-except ImportError:
-    _DATASETS = None
-if _DATASETS is not None and "debug_pairs" not in _DATASETS:
-    _DATASETS.register("debug_pairs")(debug_pairs)

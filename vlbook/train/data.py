@@ -8,23 +8,31 @@ the samples the interrupted one would have read next.
 from __future__ import annotations
 
 import importlib
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vlbook.data import build_dataset as registry_build
+from vlbook.data.loader import build_loader
+from vlbook.models import create_model
 from vlbook.train.config import ComponentSpec, ConfigError
 
-# Datasets the trainer can build before ``vlbook.data.build_dataset`` knows them.
-_FALLBACK_DATASETS = {"debug_pairs": "vlbook.models.debug:debug_pairs"}
+#: Datasets the trainer knows besides :data:`vlbook.data.DATASETS` (the debugging pairs live
+#: beside the debugging model, which may not import the data package).
+_TRAINER_DATASETS = {"debug_pairs": "vlbook.models.debug:debug_pairs"}
+#: Components that moved from the model files to the chapter layer: configs saved by earlier
+#: runs still name the old place, and resuming them must keep working.
+_MOVED = {"vlbook.models.evilm:build_pretraining_model":
+          "vlbook.chapters.evilm:build_pretraining_model"}
 
 
 def import_object(path: str) -> Any:
     """``"package.module:attribute"`` -> the attribute."""
     if ":" not in path:
         raise ConfigError(f"{path!r}: expected 'package.module:function'")
+    path = _MOVED.get(path, path)
     module_name, attr = path.split(":", 1)
     try:
         module = importlib.import_module(module_name)
@@ -41,8 +49,6 @@ def build_model(spec: ComponentSpec) -> torch.nn.Module:
         raise ConfigError("model.name is empty: name a registered model or 'module:function'")
     if ":" in spec.name:
         return import_object(spec.name)(**spec.kwargs)
-    from vlbook.models import create_model
-
     return create_model(spec.name, **spec.kwargs)
 
 
@@ -52,24 +58,9 @@ def build_dataset(spec: ComponentSpec) -> Dataset:
         raise ConfigError("data.name is empty: name a registered dataset or 'module:function'")
     if ":" in spec.name:
         return import_object(spec.name)(**spec.kwargs)
-    import vlbook.models  # noqa: F401  (model modules register their datasets too)
-
-    try:
-        from vlbook.data import build_dataset as registry_build
-    except ImportError:
-        registry_build = None
-    if registry_build is not None:
-        try:
-            return registry_build(spec.name, **spec.kwargs)
-        except KeyError:
-            if spec.name not in _FALLBACK_DATASETS:
-                raise
-    if spec.name in _FALLBACK_DATASETS:
-        return import_object(_FALLBACK_DATASETS[spec.name])(**spec.kwargs)
-    raise ConfigError(
-        f"data.name={spec.name!r}: vlbook.data.build_dataset is not available; "
-        "give the dataset as 'package.module:function'"
-    )
+    if spec.name in _TRAINER_DATASETS:
+        return import_object(_TRAINER_DATASETS[spec.name])(**spec.kwargs)
+    return registry_build(spec.name, **spec.kwargs)
 
 
 class ResumableSampler(Sampler[int]):
@@ -137,16 +128,6 @@ class ResumableSampler(Sampler[int]):
         return self.shard_size - self.start
 
 
-def _seed_worker(worker_id: int) -> None:
-    import random
-
-    import numpy as np
-
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def make_loader(
     dataset: Dataset,
     sampler: ResumableSampler,
@@ -165,42 +146,21 @@ def make_loader(
         collate_fn or getattr(dataset, "collate", None) or getattr(dataset, "collate_fn", None)
     )
     generator = torch.Generator().manual_seed(seed + 7919 * sampler.epoch + sampler.start)
-    try:
-        from vlbook.data.loader import build_loader
-    except ImportError:
-        build_loader = None
-    if build_loader is not None:
-        loader = build_loader(
-            dataset,
-            batch_size,
-            shuffle=False,
-            seed=seed,
-            num_workers=num_workers,
-            sampler=sampler,
-            drop_last=True,
-            collate_fn=collate_fn,
-        )
-        if getattr(loader, "generator", None) is None:
-            loader.generator = generator
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(sampler.epoch)  # datasets draw augmentation from (seed, epoch, index)
-        return loader
-    if num_workers > 0:
-        warnings.warn(
-            "vlbook.data.loader is not available; using a plain DataLoader with per-worker "
-            "seeding (bit-identical resume needs num_workers=0 or index-seeded augmentation)",
-            stacklevel=2,
-        )
-    return DataLoader(
+    loader = build_loader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_size,
+        shuffle=False,
+        seed=seed,
         num_workers=num_workers,
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate_fn,
-        generator=generator,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
     )
+    if getattr(loader, "generator", None) is None:
+        loader.generator = generator
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(sampler.epoch)  # datasets draw augmentation from (seed, epoch, index)
+    return loader
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

@@ -1,7 +1,7 @@
 """Learning-rate schedules of the papers: linear warm-up, then cosine, linear or polynomial decay.
 
 - VLM (fairseq) and All-in-one: warm-up then polynomial decay (power 1 = linear);
-- SimVTP and UMT: warm-up then (half-)cosine decay (UMT stage 2, OFFICIAL_CODE_NOTES).
+- SimVTP and UMT: warm-up then (half-)cosine decay (UMT stage 2; ``book/paper_vs_code.md``).
 
 The multiplier follows the transformers convention: ``step / warmup`` during warm-up (so step 0
 has lr 0), then decay from 1 to ``min_ratio`` at ``total_steps``; it stays at ``min_ratio``

@@ -16,7 +16,7 @@ The model (All-in-one Sec. 3, Fig. 2):
 * **Unimodal passes** (text only, video only) never roll; they feed the VTC projections used
   for retrieval (Sec. 3.3, dual-stream inference).
 
-Paper vs released code (see ``OFFICIAL_CODE_NOTES.md``), code by default:
+Paper vs released code, code by default:
 
 * Rolling layout: the code rolls image tokens ``1..fold`` by +1 frame and the last ``fold`` by
   -1 frame, ``fold = n_image_tokens // 8`` (24 of 197, ~24 % moved in total,
@@ -34,24 +34,25 @@ temporal operation, frames averaged), ``"channel_shift"`` (TSM-style shift of 1/
 channels of the patch tokens), ``"flatten"`` (text and all frames in one sequence), and
 ``"single_frame"`` (the middle frame only). Tables 8b / 11: ``roll_ratio``,
 ``roll_start_layer`` and ``roll_selection`` (``"block"``, ``"random"``, ``"varying"``).
+
+This module holds the architecture; the checkpoint converters are in
+:mod:`vlbook.models.allinone.convert`, the named variants in
+:mod:`vlbook.models.allinone.variants` and the chapter's presets, data and evaluations in
+:mod:`vlbook.chapters.allinone`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbook.config import Param, register_chapter_params, register_preset
-from vlbook.eval.downstream import TEMPORAL_ATTRIBUTES
 from vlbook.losses import (
     VTMPairs,
     hard_negative_indices,
@@ -61,23 +62,27 @@ from vlbook.losses import (
     vtm_pairs_with_random_videos,
 )
 from vlbook.masking import mask_text_tokens
-from vlbook.models.base import MODELS, VLModel
+from vlbook.models.base import VLModel
 
 __all__ = [
-    "full_pretrain_config",
+    "INITS",
+    "ROLL_LAYOUTS",
+    "ROLL_SELECTIONS",
     "TEMPORAL_MODES",
     "AllInOne",
     "AllInOneConfig",
     "AllInOneOutput",
-    "CachedClips",
-    "ConversionResult",
+    "MLMHead",
+    "MLMTransform",
     "MultipleChoiceOutput",
+    "PatchEmbed",
+    "Pooler",
     "RollingPlan",
+    "TextEmbeddings",
+    "VTMHead",
+    "VisionBackbone",
     "channel_shift",
-    "convert_official_state_dict",
-    "load_official_checkpoint",
-    "load_timm_backbone",
-    "model_variant",
+    "rolled_share",
     "rolling_plan",
     "temporal_roll",
     "word_ids_from_continuations",
@@ -378,7 +383,7 @@ class VisionBackbone(nn.Module):
 
     def __init__(self, config: AllInOneConfig) -> None:
         super().__init__()
-        from timm.models.vision_transformer import Block
+        from timm.models.vision_transformer import Block  # heavy optional dependency
 
         d = config.embed_dim
         self.patch_embed = PatchEmbed(config)
@@ -903,534 +908,9 @@ class AllInOne(VLModel):
         }
 
 
-# --------------------------------------------------------------------------------------------
-# variants (Table 1) and presets
-# --------------------------------------------------------------------------------------------
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    # a CPU-sized model for the synthetic benchmark (not in the paper)
-    "allinone_toy": dict(embed_dim=64, depth=3, num_heads=2, image_size=48, patch_size=8,
-                         vocab_size=1000, max_text_len=32, drop_path_rate=0.0, init="xavier"),
-    # Table 1: DeiT-Ti (12 M), DeiT-S distilled (33 M), ViT-B/16 (110 M)
-    "allinone_tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "allinone_small": dict(embed_dim=384, depth=12, num_heads=6, distilled=True),
-    "allinone_base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-#: timm weights each paper variant's backbone starts from (Table 1 "Initialization").
-TIMM_BACKBONES: dict[str, str] = {
-    "allinone_tiny": "deit_tiny_patch16_224.fb_in1k",
-    "allinone_small": "deit_small_distilled_patch16_224.fb_in1k",
-    "allinone_base": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
-}
-#: Table 1 parameter counts (millions) and E-ViLM Table 1 GFLOPs for the same variants.
-PAPER_PARAMS_M: dict[str, float] = {"allinone_tiny": 12, "allinone_small": 33,
-                                    "allinone_base": 110}
-EVILM_GFLOPS: dict[str, float] = {"allinone_tiny": 18.1, "allinone_small": 134,
-                                  "allinone_base": 235}
-
-
-def _make_factory(name: str, defaults: dict[str, Any]) -> Any:
-    def factory(**kwargs: Any) -> AllInOne:
-        pretrained = kwargs.pop("pretrained", None)
-        checkpoint = kwargs.pop("checkpoint", None)
-        model = AllInOne(AllInOneConfig(**{**defaults, **kwargs}))
-        if pretrained:
-            source = TIMM_BACKBONES.get(name) if pretrained is True else pretrained
-            if source is None:
-                raise ValueError(f"{name} has no pretrained backbone; pass a timm name or path")
-            load_timm_backbone(model, source)
-        if checkpoint:
-            load_official_checkpoint(model, checkpoint)
-        return model
-
-    factory.__name__ = name
-    factory.__doc__ = f"All-in-one variant {name!r} ({defaults}); Table 1."
-    return factory
-
-
-for _name, _defaults in VARIANTS.items():
-    MODELS.register(_name)(_make_factory(_name, _defaults))
-
-
-register_preset(
-    "allinone",
-    {
-        "smoke": {
-            "model": {"name": "allinone_toy", "kwargs": {"depth": 1, "embed_dim": 32,
-                                                         "image_size": 32, "vtc_weight": 1.0}},
-            "data": {"synthetic": "smoke", "num_frames": 3, "size": 32, "max_len": 24},
-            "train": {"warm_start_steps": 4, "steps": 3, "batch_size": 8, "lr": 2e-3,
-                      "weight_decay": 0.01, "warmup_steps": 1, "schedule": "linear",
-                      "betas": (0.9, 0.98)},
-            "eval": {"max_items": 8},
-            "ablation": {"steps": 2, "eval_items": 8,
-                         "variants": ["single_frame", "time_average", "channel_shift",
-                                      "flatten", "rolling"],
-                         "ratios": [0.0, 0.5]},
-            "cost": {"frames": [1, 2, 3], "repeats": 1},
-        },
-        "toy": {
-            # toy-only departures (stated in the chapter): Xavier init (the variant), VTC added
-            # to pre-training, lr 2e-3, and a single-frame warm start shared by every
-            # temporal variant (the paper starts all of them from an ImageNet ViT)
-            "model": {"name": "allinone_toy", "kwargs": {"vtc_weight": 1.0}},
-            "data": {"synthetic": "toy", "num_frames": 3, "size": 48, "max_len": 24},
-            "train": {"warm_start_steps": 500, "steps": 100, "batch_size": 16, "lr": 2e-3,
-                      "weight_decay": 0.01, "warmup_steps": 25, "schedule": "linear",
-                      "betas": (0.9, 0.98)},
-            "eval": {"max_items": 300},
-            "ablation": {"steps": 100, "eval_items": 150,
-                         "variants": ["single_frame", "time_average", "channel_shift",
-                                      "flatten", "rolling"],
-                         "ratios": [0.0, 0.125, 0.25, 0.5]},
-            "cost": {"frames": [1, 2, 3, 4, 8], "repeats": 2},
-        },
-        "full": {
-            # All-in-one-B, Sec. 4.1.2: WebVid2.5M + HowTo100M, 3 frames at 224, 16 per GPU
-            # (4096 in the code's config via accumulation), AdamW lr 1e-4, wd 0.01, betas
-            # (0.9, 0.98), 10 % warm-up then linear decay to 0, 200k steps, fp16.
-            "model": {"name": "allinone_base", "kwargs": {"pretrained": True}},
-            # the paper adds HowTo100M videos; vlbook prepares HowTo100M as S3D features only
-            # (VLM's input), so the full preset reads WebVid alone (stated in the chapter)
-            "data": {"datasets": ["webvid2m"], "num_frames": 3, "size": 224, "max_len": 40,
-                     "tokenizer": "bert-base-uncased"},
-            "train": {"steps": 200_000, "batch_size": 4096, "lr": 1e-4, "weight_decay": 0.01,
-                      "warmup_steps": 20_000, "schedule": "linear", "betas": (0.9, 0.98),
-                      "precision": "fp16", "max_per_device_batch": 16},
-            "eval": {"max_items": None},
-            "ablation": {"steps": 100_000, "eval_items": None,
-                         "variants": ["single_frame", "time_average", "channel_shift",
-                                      "flatten", "rolling"],
-                         "ratios": [0.0, 0.1, 0.25, 0.5, 0.75]},
-            "cost": {"frames": [1, 2, 3, 4, 8, 16], "repeats": 3},
-        },
-    },
-)
-
-register_chapter_params("allinone", (
-    Param("run_ablation", True, type=bool, help="train the Table 8a/8b ablation models"),
-))
-
-
-# --------------------------------------------------------------------------------------------
-# weights: timm backbones and the official checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def _backbone_key(timm_key: str) -> str | None:
-    """The model's name for a timm ViT/DeiT parameter (``None``: not used)."""
-    if timm_key.startswith(("head", "fc_norm", "pre_logits")):
-        return None
-    if timm_key.startswith(("blocks.", "patch_embed.", "norm.")) or timm_key in (
-        "cls_token", "dist_token", "pos_embed",
-    ):
-        return f"transformer.{timm_key}"
-    return None
-
-
-def load_timm_backbone(model: AllInOne, source: str | Path) -> list[str]:
-    """Initialise the backbone from timm ViT/DeiT weights (Table 1 "Initialization").
-
-    ``source``: a local ``.pth``/``.safetensors`` state dict in timm's naming, or a timm model
-    name fetched through timm's hub (set ``HF_HUB_OFFLINE=0`` and have network). Returns the
-    model keys loaded; the position table is resized if the grid differs.
-    """
-    path = Path(str(source)).expanduser()
-    if path.is_file():
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("model", state) if isinstance(state, dict) else state
-    else:
-        import timm
-
-        try:
-            state = timm.create_model(str(source), pretrained=True, num_classes=0).state_dict()
-        except Exception as err:  # no network / unknown name: say what to do
-            raise RuntimeError(
-                f"could not load timm weights {source!r} ({type(err).__name__}: {err}); pass a "
-                "local state-dict file or allow hub downloads (HF_HUB_OFFLINE=0)"
-            ) from err
-    own = model.state_dict()
-    loaded: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        target = _backbone_key(key)
-        if target is None or target not in own:
-            continue
-        if key == "pos_embed" and value.shape != own[target].shape:
-            value = _resize_positions(value, own[target].shape, model.config.num_prefix_tokens)
-        if value.shape != own[target].shape:
-            raise ValueError(f"timm weight {key} has shape {tuple(value.shape)}; the model's "
-                             f"{target} has {tuple(own[target].shape)}")
-        loaded[target] = value
-    missing = [k for k in own if k.startswith("transformer.") and k not in loaded
-               and not k.endswith("temporal_embed")]
-    if missing:
-        raise ValueError(f"timm weights {source!r} lack backbone tensors: {missing[:5]}...")
-    model.load_state_dict(loaded, strict=False)
-    return sorted(loaded)
-
-
-def _resize_positions(table: torch.Tensor, shape: torch.Size, prefix: int) -> torch.Tensor:
-    grid_old = int(math.isqrt(table.shape[1] - prefix))
-    grid_new = int(math.isqrt(shape[1] - prefix))
-    grid = table[:, prefix:].reshape(1, grid_old, grid_old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(grid_new, grid_new), mode="bicubic", align_corners=False)
-    return torch.cat([table[:, :prefix], grid.permute(0, 2, 3, 1).reshape(1, -1, shape[2])], 1)
-
-
-@dataclass
-class ConversionResult:
-    """Official checkpoint → vlbook: converted ``state_dict``, ``mapping`` source → target,
-    ``dropped`` source → reason (tensors vlbook does not use)."""
-
-    state_dict: dict[str, torch.Tensor]
-    mapping: dict[str, str] = field(default_factory=dict)
-    dropped: dict[str, str] = field(default_factory=dict)
-
-
-#: Official prefixes renamed in vlbook (the rest keeps the official name).
-_RENAMES: tuple[tuple[str, str], ...] = (
-    ("itm_score.fc.", "vtm_head.fc."),
-    ("mlm_score.", "mlm_head."),
-    ("txt_proj.", "text_proj."),
-    ("vid_proj.", "video_proj."),
-)
-#: Official tensors with no counterpart, and why.
-_DROPPED: tuple[tuple[str, str], ...] = (
-    ("text_embeddings.position_ids", "buffer (positions are computed)"),
-    ("text_embeddings.token_type_ids", "buffer (token types are constant)"),
-    ("transformer.head.", "ImageNet classifier of the initial ViT, unused"),
-    ("transformer.head_dist.", "DeiT distillation classifier, unused"),
-    ("transformer.mask_token", "masked patch prediction, unused"),
-    ("mpp_score.", "masked patch prediction head, unused"),
-    ("rank_output.", "copy of VTM row 1 (vlbook scores with the VTM head)"),
-    ("rank_output_2.", "copy of VTM row 1 (VCR), unused"),
-    ("mc_vqa_classifier.", "TVQA head, not reproduced"),
-    ("vcop_classifier.", "clip-order head, not reproduced"),
-    ("nlvr2_classifier.", "NLVR2 head, not reproduced"),
-)
-
-
-def convert_official_state_dict(
-    state_dict: Mapping[str, torch.Tensor], num_frames: int | None = None
-) -> ConversionResult:
-    """Rename an official All-in-one checkpoint (``showlab/all-in-one``) to vlbook's names.
-
-    Accepts a Lightning checkpoint (``{"state_dict": ...}``) or a plain state dict, with or
-    without a ``module.`` prefix. Every tensor is either mapped or listed in ``dropped`` with
-    its reason; an unknown name raises ``KeyError`` (a checkpoint this converter was not written
-    for). ``vqa_classifier`` (open-ended QA) becomes ``qa_head``; the ``temporal_embed`` is
-    truncated or zero-padded to ``num_frames`` as the code's ``_inflate_positional_embeds``.
-    """
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    result = ConversionResult(state_dict={})
-    vqa_keys = sorted(k for k in state_dict if k.startswith("vqa_classifier."))
-    vqa_layers = sorted({int(k.split(".")[1]) for k in vqa_keys})
-    # the QA head is Sequential(Dropout, Linear, LayerNorm, GELU, Linear): indices 1, 2, 4
-    vqa_index = dict(zip(vqa_layers, (1, 2, 4))) if len(vqa_layers) == 3 else {}
-    for raw_key, value in state_dict.items():
-        key = raw_key[len("module."):] if raw_key.startswith("module.") else raw_key
-        reason = next((why for prefix, why in _DROPPED if key.startswith(prefix)), None)
-        if reason is not None:
-            result.dropped[raw_key] = reason
-            continue
-        target = key
-        for old, new in _RENAMES:
-            if key.startswith(old):
-                target = new + key[len(old):]
-                break
-        if key.startswith("vqa_classifier."):
-            parts = key.split(".")
-            if not vqa_index:
-                raise KeyError(f"{raw_key}: unexpected layout of vqa_classifier "
-                               f"(layers {vqa_layers})")
-            target = ".".join(["qa_head", str(vqa_index[int(parts[1])]), *parts[2:]])
-        known = (
-            "text_embeddings.", "token_type_embeddings.", "transformer.", "pooler.",
-            "vtm_head.", "mlm_head.", "text_proj.", "video_proj.", "qa_head.",
-        )
-        if not target.startswith(known):
-            raise KeyError(f"official checkpoint tensor {raw_key!r} has no vlbook counterpart "
-                           "and is not a known unused tensor")
-        if target == "transformer.temporal_embed" and num_frames is not None:
-            value = _fit_frames(value, num_frames)
-        result.state_dict[target] = value
-        result.mapping[raw_key] = target
-    return result
-
-
-def _fit_frames(table: torch.Tensor, num_frames: int) -> torch.Tensor:
-    if table.shape[1] >= num_frames:
-        return table[:, :num_frames]
-    padded = table.new_zeros(table.shape[0], num_frames, table.shape[2])
-    padded[:, : table.shape[1]] = table
-    return padded
-
-
-def load_official_checkpoint(
-    model: AllInOne, source: str | Path | Mapping[str, torch.Tensor]
-) -> ConversionResult:
-    """Load an official All-in-one checkpoint (path or state dict) into ``model``.
-
-    Raises ``ValueError`` naming the tensors whose shapes differ or that the model lacks, and
-    warns about model tensors the checkpoint did not provide (e.g. heads it was not trained
-    with).
-    """
-    if isinstance(source, Mapping):
-        state = source
-    else:
-        state = torch.load(Path(source).expanduser(), map_location="cpu", weights_only=False)
-    result = convert_official_state_dict(state, num_frames=model.config.num_frames)
-    if "qa_head.4.weight" in result.state_dict and model.qa_head is None:
-        model.build_qa_head(int(result.state_dict["qa_head.4.weight"].shape[0]))
-    own = model.state_dict()
-    unknown = [k for k in result.state_dict if k not in own]
-    wrong = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in result.state_dict.items() if k in own and v.shape != own[k].shape
-    ]
-    if unknown or wrong:
-        raise ValueError(f"official checkpoint does not fit {type(model).__name__}: unknown "
-                         f"{unknown[:5]}, shape mismatches {wrong[:5]}")
-    absent = [k for k in own if k not in result.state_dict]
-    if absent:
-        warnings.warn(f"official checkpoint lacks {len(absent)} model tensor(s) (kept at their "
-                      f"initial values): {absent[:6]}", stacklevel=2)
-    model.load_state_dict(result.state_dict, strict=False)
-    return result
-
-
-def config_summary(config: AllInOneConfig) -> dict[str, Any]:
-    """The config as a plain dict (for results files)."""
-    return asdict(config)
-
-
 def rolled_share(config: AllInOneConfig) -> float:
     """Share of a frame's image tokens that one rolling layer moves."""
     plan = rolling_plan(config.num_image_tokens, ratio=config.roll_ratio,
                         layout=config.roll_layout, selection="block",
                         num_prefix_tokens=config.num_prefix_tokens)
     return plan.moved / config.num_image_tokens
-
-
-def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
-                         output_dir: str | Path = "") -> Any:
-    """The ``full`` pre-training run of ``preset`` as a :class:`vlbook.train.TrainConfig`:
-    VTM + MLM on the prepared corpus of ``preset["data"]["datasets"]`` with Sec. 4.1.2's
-    hyper-parameters (``warm_start_steps`` is the toy preset's, not a trainer setting)."""
-    from vlbook.train import config_from_preset
-
-    return config_from_preset(preset["model"], {"name": "video_text", "kwargs": preset["data"]},
-                              preset["train"], seed=seed, output_dir=str(output_dir),
-                              ignore=("warm_start_steps",))
-
-
-# --------------------------------------------------------------------------------------------
-# chapter helpers: synthetic data, short pre-training runs, zero-shot evaluation
-# --------------------------------------------------------------------------------------------
-
-
-def synthetic_datasets(
-    preset: Mapping[str, Any], root: str | Path | None = None, cache_train: bool = True
-) -> dict[str, Any]:
-    """The synthetic benchmark of ``preset["data"]``: pre-training pairs, held-out pairs, MC.
-
-    Returns ``{"root", "tokenizer", "train", "test_pairs", "test_mc"}``; ``train`` is wrapped in
-    :class:`CachedClips` unless ``cache_train=False``. ``root``: the synthetic folder (default:
-    ``ensure_synthetic(preset["data"]["synthetic"])``).
-    """
-    from vlbook.data import build_dataset
-    from vlbook.data.synthetic import annotation_path, ensure_synthetic
-    from vlbook.data.tokenizer import load_tokenizer
-
-    data = preset["data"]
-    root = Path(root) if root else ensure_synthetic(data["synthetic"])
-    tokenizer = load_tokenizer(root / "tokenizer")
-    common = dict(num_frames=data["num_frames"], size=data["size"], tokenizer=tokenizer,
-                  max_len=data["max_len"])
-    train = build_dataset("video_text", annotation=annotation_path(root, "retrieval", "train"),
-                          split="train", **common)
-    return {
-        "root": root,
-        "tokenizer": tokenizer,
-        "train": CachedClips(train) if cache_train else train,
-        "test_pairs": build_dataset("video_text", annotation=annotation_path(root, "retrieval",
-                                                                               "test"),
-                                    split="test", **common),
-        "test_mc": build_dataset("video_mc", annotation=annotation_path(root, "mc", "test"),
-                                 split="test", **common),
-    }
-
-
-class CachedClips(torch.utils.data.Dataset):
-    """A ``video_text`` dataset whose decoded clips are kept in memory after the first read.
-
-    Each clip's frames are decoded once (the frames of that first draw are reused at later
-    epochs: no temporal jitter); the caption is still drawn anew at every access. Used by the
-    toy runs, where decoding would cost as much as the model.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self.videos: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if index not in self.videos:
-            sample = self.dataset[index]
-            if not sample["skipped"]:
-                self.videos[index] = sample["video"]
-            return sample
-        rec_index, sub = self.dataset.items[index]
-        fields = self.dataset._fields(self.dataset.records[rec_index], sub,
-                                      self.dataset._rng(index))
-        return {"video": self.videos[index], "video_index": rec_index, **fields, "skipped": []}
-
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.dataset.collate(samples)
-
-
-def model_variant(model: AllInOne, **changes: Any) -> AllInOne:
-    """A copy of ``model`` (same weights) with config fields changed, e.g. ``temporal``.
-
-    Only fields that do not change parameter shapes are allowed (temporal mode, rolling
-    settings, objective weights ...): the ablations continue from one shared checkpoint.
-    """
-    import copy
-
-    shape_fields = {"embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "image_size",
-                    "patch_size", "channels", "num_frames", "distilled", "vocab_size",
-                    "max_text_len", "type_vocab_size", "num_answers", "qa_hidden", "num_classes"}
-    bad = sorted(set(changes) & shape_fields)
-    if bad:
-        raise ValueError(f"model_variant: {bad} change parameter shapes; build a new model")
-    new_config = replace(model.config, **changes)  # validated by __post_init__
-    copied = copy.deepcopy(model)
-    copied.config = new_config
-    return copied
-
-
-def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: Any) -> AllInOne:
-    """The preset's model, sized to the tokenizer's vocabulary, with its mask ids."""
-    from vlbook.models import create_model
-
-    spec = preset["model"]
-    kwargs = {**spec.get("kwargs", {}), "vocab_size": len(tokenizer),
-              "max_text_len": max(preset["data"]["max_len"], 8), **overrides}
-    model = create_model(spec["name"], **kwargs)
-    model.set_tokenizer(tokenizer)
-    return model
-
-
-def pretrain(
-    model: AllInOne, dataset: Any, preset: Mapping[str, Any], *, steps: int | None = None,
-    run_name: str = "allinone", seed: int = 0, log_every: int = 25,
-) -> Any:
-    """A short VTM + MLM pre-training run with vlbook's trainer (in process)."""
-    from vlbook.paths import runs_root
-    from vlbook.train import TrainConfig, train
-
-    t = preset["train"]
-    steps = steps or t["steps"]
-    config = TrainConfig(
-        model={"name": "allinone_toy"}, data={"name": "video_text"},
-        global_batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
-        betas=tuple(t["betas"]), schedule=t["schedule"],
-        warmup_steps=min(t["warmup_steps"], max(steps // 10, 0)),
-        total_steps=steps, seed=seed, output_dir=str(runs_root() / "allinone" / run_name),
-        resume="never", checkpoint_every=0, checkpoint_on_stop=False, log_every=log_every,
-        progress_bar=False, tensorboard=False,
-    )
-    return train(config, model=model, dataset=dataset)
-
-
-def _loader(dataset: Any, max_items: int | None, batch_size: int) -> Any:
-    from torch.utils.data import DataLoader, Subset
-
-    if max_items is not None and max_items < len(dataset):
-        dataset = Subset(dataset, range(max_items))
-    collate = getattr(getattr(dataset, "dataset", dataset), "collate", None)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-
-
-@torch.no_grad()
-def evaluate_vtm(model: AllInOne, dataset: Any, max_items: int | None = None,
-                 batch_size: int = 32, seed: int = 0) -> dict[str, float]:
-    """Held-out VTM accuracy (each caption with its clip and with another, chance 0.5) and
-    MLM accuracy on masked held-out captions (chance 1 / vocabulary)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    correct = total = mlm_hits = mlm_total = 0
-    for batch in _loader(dataset, max_items, batch_size):
-        video, ids, mask = batch["video"], batch["input_ids"], batch["attention_mask"]
-        b = ids.shape[0]
-        if b < 2:
-            continue
-        other = (torch.arange(b) + torch.randint(1, b, (b,), generator=gen)) % b
-        match = model.match_logits(video, ids, mask).argmax(-1)
-        mismatch = model.match_logits(video[other], ids, mask).argmax(-1)
-        correct += int((match == 1).sum()) + int((mismatch == 0).sum())
-        total += 2 * b
-        masking = model.mask_text(ids, mask, generator=gen)
-        picked = masking.labels != -100
-        if bool(picked.any()):
-            out = model.forward_joint(video, masking.input_ids, mask)
-            predicted = model.mlm_head(out.text_hidden).argmax(-1)
-            mlm_hits += int((predicted == masking.labels)[picked].sum())
-            mlm_total += int(picked.sum())
-    return {"vtm_accuracy": correct / max(total, 1), "pairs": total,
-            "mlm_accuracy": mlm_hits / max(mlm_total, 1), "mlm_chance": 1 / model.config.vocab_size}
-
-
-TEMPORAL_OPTION_ATTRIBUTES: tuple[str, ...] = TEMPORAL_ATTRIBUTES
-
-
-@torch.no_grad()
-def evaluate_multiple_choice(model: AllInOne, dataset: Any, max_items: int | None = None,
-                             batch_size: int = 16) -> dict[str, float]:
-    """Zero-shot multiple choice by VTM (Sec. 4.2.2, Table 8): all options and temporal subset.
-
-    ``temporal``: the true caption against its temporal distractors only (opposite motion,
-    swapped order; options whose ``option_attributes`` is ``motion``/``order``) — a single
-    frame cannot decide them. ``pair_<attribute>``: how often the true caption outscores the
-    distractor that differs from it in that one attribute (chance 0.5), and
-    ``pair_temporal`` the same over the motion and order distractors together. Each distractor
-    is a near-copy of the truth, so a model that only knows colours wins the colour pair but
-    must then win coin flips against the other four: 5-way accuracy can fall *below* 1/5.
-    Returns accuracies and their chance levels.
-    """
-    from vlbook.eval import multiple_choice_breakdown
-
-    model.eval()
-    hits_temporal = chance_temporal = 0.0
-    scores, labels, attributes = [], [], []
-    for batch in _loader(dataset, max_items, batch_size):
-        out = model.score_options(batch["video"], batch["option_ids"], batch["option_mask"])
-        for i, attrs in enumerate(batch["option_attributes"]):
-            keep = torch.tensor([a is None or a in TEMPORAL_OPTION_ATTRIBUTES for a in attrs])
-            temporal_scores = out.scores[i].masked_fill(~keep, float("-inf"))
-            hits_temporal += float(int(temporal_scores.argmax()) == int(batch["label"][i]))
-            chance_temporal += 1.0 / int(keep.sum())
-        scores.append(out.scores)
-        labels.append(batch["label"])
-        attributes += list(batch["option_attributes"])
-    n = float(len(attributes))
-    breakdown = multiple_choice_breakdown(torch.cat(scores), torch.cat(labels), attributes,
-                                          temporal=TEMPORAL_OPTION_ATTRIBUTES, units="fraction")
-    hits_all = float((torch.cat(scores).argmax(1) == torch.cat(labels)).sum())
-    pair_accuracy = {f"pair_{k[len('pairwise/'):]}": v for k, v in breakdown.items()
-                     if k.startswith("pairwise/")}
-    n = max(n, 1.0)
-    return {"mc_accuracy": hits_all / n, "mc_chance": 1 / 5, "mc_temporal_accuracy":
-            hits_temporal / n, "mc_temporal_chance": chance_temporal / n, **pair_accuracy,
-            "items": n}

@@ -1,4 +1,4 @@
-"""Unmasked Teacher (UMT): CLIP-guided masked video modelling (Li et al., ICCV 2023).
+"""The UMT model (Li et al., ICCV 2023): the student ViT, its teachers and the stage-2 towers.
 
 Stage 1 (UMT Sec. 3.1, Fig. 2, Table 19):
 
@@ -27,18 +27,17 @@ targets, learnable temperature, mean of both directions) + VTM with hard negativ
 50 % + UTA, every one computed on the masked student video; images are single-frame videos
 (``image_mask_ratio`` 0.5 vs 0.8 for videos).
 
-Paper vs released code (``OFFICIAL_CODE_NOTES.md``), code by default: the semantic mask is drawn
-per frame from the (not renormalised) attention; the aligned student tokens pass the shared final
-norm and get positions before the heads (the paper describes "a linear projection"); MLM masks
-SEP as well (only PAD/CLS are excluded).
+Where the paper and the released code differ, the code is the default: the semantic mask is
+drawn per frame from the (not renormalised) attention; the aligned student tokens pass the
+shared final norm and get positions before the heads (the paper describes "a linear
+projection"); MLM masks SEP as well (only PAD/CLS are excluded).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbook.config import Param, register_chapter_params, register_preset
-from vlbook.data.cache import cache_dataset
 from vlbook.losses import (
     LearnableTemperature,
     mlm_loss,
@@ -64,36 +61,26 @@ from vlbook.masking import (
     semantic_mask,
     tube_mask,
 )
-from vlbook.models.base import MODELS, VLModel
+from vlbook.models.base import VLModel
 from vlbook.nn import Block, PatchEmbed2d, Transformer, TubeletEmbed, sinusoid_position_table
-from vlbook.train.toy import train_on_cache
 
 __all__ = [
-    "full_pretrain_config",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MASK_TYPES",
-    "PAPER_GFLOPS",
-    "PAPER_PARAMS_M",
-    "ConversionResult",
+    "STUDENT_ATTENTION",
+    "UMT",
     "HFCLIPTeacher",
+    "MultipleChoiceOutput",
     "TeacherOutput",
     "ToyCLIP",
     "ToyCLIPConfig",
-    "UMT",
     "UMTConfig",
     "UMTOutput",
     "UMTStage2Output",
-    "ActionClassifier",
-    "activation_bytes",
-    "chapter_model",
-    "convert_official_state_dict",
-    "heldout_alignment",
-    "load_bert_weights",
-    "load_official_checkpoint",
-    "probe_scores",
     "student_parameter_count",
-    "synthetic_data",
-    "train_steps",
-    "training_activation_bytes",
 ]
 
 MASK_TYPES: tuple[str, ...] = ("semantic", "tube", "random")
@@ -336,7 +323,7 @@ class HFCLIPTeacher(nn.Module):
     @classmethod
     def from_pretrained(cls, source: str | Path, image_size: int | None = None) -> HFCLIPTeacher:
         """Load ``openai/clip-vit-base-patch16`` (or a local folder) through transformers."""
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection  # heavy optional dependency
 
         try:
             model = CLIPVisionModelWithProjection.from_pretrained(
@@ -405,7 +392,7 @@ class MultipleChoiceOutput:
 
 
 def _bert_config(config: UMTConfig, *, cross: bool) -> Any:
-    from transformers import BertConfig
+    from transformers import BertConfig  # heavy optional dependency
 
     bert = BertConfig(
         vocab_size=config.vocab_size, hidden_size=config.text_width,
@@ -474,6 +461,7 @@ class UMT(VLModel):
 
     # ---------------------------------------------------------------- construction helpers
     def _build_stage2(self) -> None:
+        # transformers: heavy optional dependency, imported only for stage 2
         from transformers import BertModel
         from transformers.models.bert.modeling_bert import BertLayer, BertLMPredictionHead
 
@@ -788,562 +776,9 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-# --------------------------------------------------------------------------------------------
-# variants and presets
-# --------------------------------------------------------------------------------------------
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "umt_toy": {"embed_dim": 64, "depth": 4, "num_heads": 4, "image_size": 32, "patch_size": 8,
-                "num_frames": 8, "teacher_dim": 64, "align_layers": 2, "drop_path_rate": 0.0,
-                "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 4, "text_width": 64,
-                "text_layers": 2, "fusion_layers": 1, "text_heads": 4, "text_intermediate": 128,
-                "shared_dim": 64, "max_text_len": 32},
-    "umt_base": {},
-    "umt_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "teacher_dim": 768,
-                  "drop_path_rate": 0.2, "decoder_dim": 512, "decoder_heads": 8,
-                  "text_width": 1024, "text_layers": 19, "fusion_layers": 5, "text_heads": 16,
-                  "text_intermediate": 4096},
-}
-#: Table 5 / 6 (ViT-B/L at 8x224): parameters (millions) and GFLOPs (fvcore multiply-adds).
-PAPER_PARAMS_M: dict[str, float] = {"umt_base": 87, "umt_large": 304}
-PAPER_GFLOPS: dict[str, float] = {"umt_base": 180, "umt_large": 596}
-CLIP_TEACHERS: dict[str, str] = {"umt_base": "openai/clip-vit-base-patch16",
-                                 "umt_large": "openai/clip-vit-large-patch14"}
-
-
-def _make_factory(name: str, defaults: dict[str, Any]) -> Any:
-    def factory(**kwargs: Any) -> UMT:
-        teacher = kwargs.pop("teacher", None)
-        checkpoint = kwargs.pop("checkpoint", None)
-        bert = kwargs.pop("bert", None)
-        model = UMT(UMTConfig(**{**defaults, **kwargs}))
-        if teacher:
-            source = CLIP_TEACHERS.get(name) if teacher is True else teacher
-            if source is None:
-                raise ValueError(f"{name} has no default CLIP teacher; pass a path or name")
-            image_size = 196 if "large" in str(source) else None
-            model.set_teacher(HFCLIPTeacher.from_pretrained(source, image_size=image_size))
-        if bert:
-            load_bert_weights(model, "bert-base-uncased" if bert is True else bert)
-        if checkpoint:
-            load_official_checkpoint(model, checkpoint)
-        return model
-
-    factory.__name__ = name
-    factory.__doc__ = f"UMT variant {name!r} ({defaults}); UMT Sec. 4.1."
-    return factory
-
-
-for _name, _defaults in VARIANTS.items():
-    MODELS.register(_name)(_make_factory(_name, _defaults))
-
-
-register_preset(
-    "umt",
-    {
-        "smoke": {
-            "data": {"synthetic": "smoke", "num_frames": 8, "size": 32, "max_len": 24},
-            "teacher": {"steps": 8, "batch_size": 16, "lr": 2e-3, "items": 32},
-            "stage1": {"steps": 6, "batch_size": 8, "lr": 1e-3, "items": 32},
-            "stage2": {"steps": 3, "batch_size": 8, "lr": 5e-4},
-            "ablation": {"steps": 3, "mask_types": ["semantic", "random"],
-                         "ratios": [0.5, 0.8], "layers": [1, 2],
-                         "targets": ["uta", "mae"]},
-            "eval": {"items": 16},
-            "finetune": {"steps": 4, "lr": 2e-3, "batch_size": 8},
-            "memory": {"batch_size": 2},
-        },
-        "toy": {
-            "data": {"synthetic": "toy", "num_frames": 8, "size": 32, "max_len": 24},
-            "teacher": {"steps": 250, "batch_size": 64, "lr": 2e-3, "items": 2000},
-            "stage1": {"steps": 250, "batch_size": 32, "lr": 1e-3, "items": 1000},
-            "stage2": {"steps": 300, "batch_size": 32, "lr": 2e-3},
-            "ablation": {"steps": 50, "mask_types": ["semantic", "tube", "random"],
-                         "ratios": [0.5, 0.8, 0.95], "layers": [1, 2, 4],
-                         "targets": ["uta", "uta+masked", "uta+mae", "mae"]},
-            "eval": {"items": 200},
-            "finetune": {"steps": 200, "lr": 2e-3, "batch_size": 32},
-            "memory": {"batch_size": 8},
-        },
-        "full": {
-            # UMT-B stage 1 (Sec. 4.1, appendix): K710, 8 sparse frames at 224, 80 % semantic
-            # masking, CLIP-B/16 teacher, batch 2048 (32 GPUs x 64), AdamW (0.9, 0.95),
-            # lr 1.5e-4 * 2048 / 256, wd 0.05, cosine, 40 warm-up of 201 epochs, AMP.
-            "model": {"name": "umt_base", "kwargs": {"teacher": True}},
-            "data": {"datasets": ["kinetics710"], "num_frames": 8, "size": 224, "max_len": 32},
-            "stage1": {"epochs": 201, "warmup_epochs": 40, "batch_size": 2048,
-                       "max_per_device_batch": 64, "lr": 1.5e-4 * 2048 / 256,
-                       "weight_decay": 0.05, "betas": (0.9, 0.95), "schedule": "cosine",
-                       "precision": "fp16"},
-            # stage 2: 25M corpus, 4 frames, 10 epochs, 1 warm-up, batch 4096, lr 1e-4, wd 0.02
-            "stage2": {"epochs": 10, "warmup_epochs": 1, "batch_size": 4096,
-                       "max_per_device_batch": 128, "lr": 1e-4, "weight_decay": 0.02,
-                       "num_frames": 4, "image_mask_ratio": 0.5, "video_mask_ratio": 0.8,
-                       "mlm_probability": 0.5, "precision": "fp16"},
-            "ablation": {"steps": None, "mask_types": ["semantic", "tube", "random"],
-                         "ratios": [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
-                         "layers": [1, 2, 4, 6, 8, 12],
-                         "targets": ["uta", "uta+masked", "uta+mae", "mae"]},
-            "eval": {"items": None},
-            # action-recognition fine-tuning: run the authors' recipe (appendix) separately
-            "finetune": {"steps": None, "lr": None, "batch_size": None},
-            "memory": {"batch_size": 64},
-        },
-    },
-)
-
-register_chapter_params("umt", (
-    Param("run_ablation", True, type=bool, help="train the Table 1/2, Fig. 3/4 ablations"),
-))
-
-
-# --------------------------------------------------------------------------------------------
-# weights: the official checkpoints and BERT
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ConversionResult:
-    """Official checkpoint -> vlbook: ``state_dict``, ``mapping`` source -> target and
-    ``dropped`` source -> reason."""
-
-    state_dict: dict[str, torch.Tensor]
-    mapping: dict[str, str] = field(default_factory=dict)
-    dropped: dict[str, str] = field(default_factory=dict)
-
-
-_STAGE1_PREFIXES = ("patch_embed.", "blocks.", "norm.")
-_DROPPED: tuple[tuple[str, str], ...] = (
-    ("clip_teacher.", "the frozen CLIP teacher (loaded from CLIP's own weights)"),
-    ("teacher.", "the frozen CLIP teacher (loaded from CLIP's own weights)"),
-    ("encoder.head.", "identity / classifier of the pre-training encoder, unused"),
-    ("pos_embed", "fixed sinusoidal table (recomputed)"),
-    ("clip_pos_embed", "fixed sinusoidal table (recomputed)"),
-    ("text_encoder.bert.embeddings.position_ids", "buffer (positions are computed)"),
-    ("text_encoder.bert.embeddings.token_type_ids", "buffer"),
-    ("text_encoder.cls.predictions.decoder.weight", "tied to the word embeddings"),
-    ("text_encoder.cls.predictions.decoder.bias", "same tensor as predictions.bias"),
-)
-
-
-def _vision_key(key: str) -> str | None:
-    """vlbook name of a stage-1 student tensor (``encoder.*`` / ``clip_decoder.*``)."""
-    if key.startswith("encoder."):
-        key = key[len("encoder."):]
-    if key.startswith("clip_decoder."):
-        return "uta_heads." + key[len("clip_decoder."):]
-    if key.startswith(_STAGE1_PREFIXES):
-        return key
-    if key.startswith("head."):
-        return key  # fine-tuned classifier
-    return None
-
-
-def convert_official_state_dict(
-    state_dict: Mapping[str, torch.Tensor], *, text_layers: int = 9,
-) -> ConversionResult:
-    """Rename an official UMT checkpoint (OpenGVLab/unmasked_teacher) to vlbook's names.
-
-    Stage 1 (``single_modality``): ``encoder.patch_embed.proj``, ``encoder.blocks.i.{norm1,
-    attn.qkv, attn.q_bias, attn.v_bias, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
-    ``encoder.norm``, ``clip_decoder.k.{head, norm}`` (the UTA heads). Stage 2
-    (``multi_modality``): the same under ``vision_encoder.``, BERT under
-    ``text_encoder.bert.`` (layers ``< text_layers`` -> the text encoder, the others -> the
-    fusion layers), ``text_encoder.cls.predictions`` -> ``mlm_head``, ``vision_proj``,
-    ``text_proj``, ``itm_head``, ``temp``. Wrappers ``{"model": ...}``/``{"module": ...}`` and a
-    ``module.`` prefix are accepted. Every tensor is mapped or listed in ``dropped``; an
-    unknown name raises ``KeyError``.
-    """
-    for wrapper in ("model", "module", "state_dict"):
-        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
-            state_dict = state_dict[wrapper]
-    result = ConversionResult(state_dict={})
-    for raw_key, value in state_dict.items():
-        key = raw_key[len("module."):] if raw_key.startswith("module.") else raw_key
-        reason = next((why for prefix, why in _DROPPED
-                       if key == prefix or key.startswith(prefix)
-                       or key.endswith("." + prefix)), None)
-        if reason is not None:
-            result.dropped[raw_key] = reason
-            continue
-        target: str | None = None
-        if key.startswith("vision_encoder."):
-            target = _vision_key(key[len("vision_encoder."):])
-        elif key.startswith(("encoder.", "clip_decoder.", "head.")) or key.startswith(
-                _STAGE1_PREFIXES):
-            target = _vision_key(key)
-        elif key.startswith("text_encoder.bert.encoder.layer."):
-            parts = key.split(".")
-            layer = int(parts[4])
-            rest = ".".join(parts[5:])
-            if layer < text_layers:
-                target = f"text_encoder.encoder.layer.{layer}.{rest}"
-            else:
-                target = f"fusion.{layer - text_layers}.{rest}"
-        elif key.startswith("text_encoder.bert.embeddings."):
-            target = "text_encoder." + key[len("text_encoder.bert."):]
-        elif key.startswith("text_encoder.cls.predictions."):
-            target = "mlm_head." + key[len("text_encoder.cls.predictions."):]
-        elif key.startswith(("vision_proj.", "text_proj.", "itm_head.")):
-            target = key
-        elif key == "temp":
-            target = "temp.temperature"
-        if target is None:
-            raise KeyError(f"official UMT tensor {raw_key!r} has no vlbook counterpart and is "
-                           "not a known unused tensor")
-        result.state_dict[target] = value
-        result.mapping[raw_key] = target
-    return result
-
-
-def load_official_checkpoint(
-    model: UMT, source: str | Path | Mapping[str, torch.Tensor]
-) -> ConversionResult:
-    """Load an official UMT checkpoint (path or state dict) into ``model``.
-
-    Raises ``ValueError`` naming unknown tensors or shape mismatches; warns about model tensors
-    the checkpoint lacks (e.g. the UTA heads in a fine-tuned checkpoint).
-    """
-    state = source if isinstance(source, Mapping) else torch.load(
-        Path(source).expanduser(), map_location="cpu", weights_only=False)
-    result = convert_official_state_dict(state, text_layers=model.config.text_layers)
-    own = model.state_dict()
-    unknown = [k for k in result.state_dict if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in result.state_dict.items() if k in own and v.shape != own[k].shape]
-    if unknown or wrong:
-        raise ValueError(f"official UMT checkpoint does not fit this model: unknown "
-                         f"{unknown[:5]}, shape mismatches {wrong[:5]}")
-    absent = [k for k in own if k not in result.state_dict
-              and not k.startswith("mlm_head.decoder.")]  # tied to the word embeddings
-    if absent:
-        warnings.warn(f"official checkpoint lacks {len(absent)} model tensor(s) (kept at their "
-                      f"initial values): {absent[:6]}", stacklevel=2)
-    model.load_state_dict(result.state_dict, strict=False)
-    return result
-
-
-def load_bert_weights(model: UMT, source: str | Path) -> list[str]:
-    """Initialise stage 2 from BERT: embeddings and layers ``< text_layers`` -> text encoder,
-    the remaining layers -> fusion self-attention/FFN (cross-attention stays random), MLM head
-    from ``cls.predictions`` when present (UMT Sec. 4.1: BERT-base, fusion from layer 9)."""
-    if model.text_encoder is None:
-        raise ValueError("load_bert_weights needs a stage-2 model (UMTConfig(stage=2))")
-    from transformers import BertForMaskedLM
-
-    try:
-        bert = BertForMaskedLM.from_pretrained(str(source))
-    except OSError as err:
-        raise RuntimeError(f"could not load BERT {str(source)!r}: {err}. Pass a local folder or "
-                           "allow hub downloads (HF_HUB_OFFLINE=0)") from err
-    state = {f"text_encoder.{k}": v for k, v in bert.state_dict().items()}
-    converted = convert_official_state_dict(
-        {k: v for k, v in state.items() if not k.endswith(("position_ids", "token_type_ids"))},
-        text_layers=model.config.text_layers)
-    own = model.state_dict()
-    usable = {k: v for k, v in converted.state_dict.items()
-              if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-    return sorted(usable)
-
-
-def config_summary(config: UMTConfig) -> dict[str, Any]:
-    """The config as a plain dict (for results files)."""
-    return asdict(config)
-
 
 def student_parameter_count(model: UMT) -> int:
     """Parameters of the student ViT (patch embedding, blocks, final norm): the paper's
     "Param" column (UTA heads, decoder and text parts excluded)."""
     return sum(p.numel() for n, p in model.named_parameters()
                if n.startswith(("patch_embed.", "blocks.", "norm.")))
-
-
-def activation_bytes(model: nn.Module, run: Any) -> int:
-    """Bytes of tensors saved for backward by ``run()`` (the activation part of training
-    memory; exact on the meta device, so paper-size models cost nothing to measure)."""
-    total = 0
-
-    def is_weight(t: torch.Tensor) -> bool:
-        base = t._base if t._base is not None else t
-        return base.is_leaf and base.requires_grad
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        if not is_weight(t):
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return total
-
-
-
-def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
-                         output_dir: str | Path = "") -> Any:
-    """Stage 1 of the ``full`` run as a :class:`vlbook.train.TrainConfig`: UTA from the CLIP
-    teacher on the prepared clips of ``preset["data"]["datasets"]`` (K710, labels unused),
-    with ``preset["stage1"]``'s hyper-parameters (Sec. 4.1 / appendix), warm-up in epochs.
-    Stage 2 starts from its checkpoint."""
-    from vlbook.train import config_from_preset
-
-    return config_from_preset(preset["model"],
-                              {"name": "video_classification", "kwargs": preset["data"]},
-                              preset["stage1"], seed=seed, output_dir=str(output_dir))
-
-
-# --------------------------------------------------------------------------------------------
-# chapter helpers: cached synthetic data, short training runs, evaluations
-# --------------------------------------------------------------------------------------------
-
-
-def synthetic_data(preset: Mapping[str, Any], root: str | Path | None = None) -> dict[str, Any]:
-    """The synthetic benchmark, decoded once: image-text pairs (teacher), clips (stage 1/2),
-    action classes (train/test), held-out retrieval pairs and multiple-choice items."""
-    from vlbook.data import build_dataset
-    from vlbook.data.synthetic import annotation_path, ensure_synthetic
-    from vlbook.data.tokenizer import load_tokenizer
-
-    data = preset["data"]
-    root = Path(root) if root is not None else ensure_synthetic(data["synthetic"])
-    tokenizer = load_tokenizer(root / "tokenizer")
-    common = dict(size=data["size"], tokenizer=tokenizer, max_len=data["max_len"])
-    frames = dict(num_frames=data["num_frames"], **common)
-    items = preset["eval"]["items"]
-
-    def make(name: str, task: str, split: str, **kw: Any) -> Any:
-        return build_dataset(name, annotation=annotation_path(root, task, split), split=split,
-                             **kw)
-
-    return {
-        "root": root, "tokenizer": tokenizer,
-        "images": cache_dataset(make("image_text", "image_text", "train", **common),
-                                preset["teacher"]["items"]),
-        "images_test": cache_dataset(make("image_text", "image_text", "test", **common), items),
-        "clips": cache_dataset(make("video_text", "retrieval", "train", **frames),
-                               preset["stage1"]["items"]),
-        "classes_train": cache_dataset(make("video_classification", "classification", "train",
-                                            **frames), 4 * (items or 10**9)),
-        "classes_test": cache_dataset(make("video_classification", "classification", "test",
-                                           **frames), items),
-        "pairs_test": cache_dataset(make("video_text", "retrieval", "test", **frames), items),
-        "mc_test": cache_dataset(make("video_mc", "mc", "test", **frames), items),
-    }
-
-
-def train_steps(model: nn.Module, data: Mapping[str, Any], *, steps: int, batch_size: int,
-                lr: float, **kwargs: Any) -> list[dict[str, float]]:
-    """:func:`vlbook.train.toy.train_on_cache` (AdamW, warm-up, cosine) returning the per-step
-    history of every loss term; ``step_fn(model, batch, generator)`` gives the loss dict."""
-    return train_on_cache(model, data, steps=steps, batch_size=batch_size, lr=lr,
-                          **kwargs).history
-
-
-def stage1_step(model: UMT, batch: Mapping[str, Any], generator: torch.Generator
-                ) -> dict[str, torch.Tensor]:
-    """One stage-1 step with a seeded mask (for :func:`train_steps`)."""
-    out = model.stage1_losses(batch["video"], generator=generator)
-    return {"loss": out.loss, "uta": out.uta.detach(), "masked_recovery":
-            out.masked_recovery.detach(), "pixel": out.pixel.detach()}
-
-
-def stage2_step(model: UMT, batch: Mapping[str, Any], generator: torch.Generator
-                ) -> dict[str, torch.Tensor]:
-    """One stage-2 step with seeded masks and negatives."""
-    out = model.stage2_losses(batch, generator=generator)
-    return {"loss": out.loss, "vtc": out.vtc.detach(), "vtm": out.vtm.detach(),
-            "mlm": out.mlm.detach(), "uta": out.uta.detach()}
-
-
-@torch.no_grad()
-def features(encode: Any, video: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """``encode`` applied to cached clips in batches."""
-    return torch.cat([encode(video[i:i + batch_size]) for i in range(0, len(video), batch_size)])
-
-
-def action_probe(encode: Any, data: Mapping[str, Any]) -> float:
-    """Action recognition by a linear probe on frozen features (percent, chance 12.5)."""
-    from vlbook.eval import linear_probe_accuracy
-
-    train = features(encode, data["classes_train"]["video"])
-    test = features(encode, data["classes_test"]["video"])
-    return float(linear_probe_accuracy(train, data["classes_train"]["label"], test,
-                                       data["classes_test"]["label"]).accuracy)
-
-
-@torch.no_grad()
-def image_text_recall(teacher: ToyCLIP, images: Mapping[str, Any]) -> float:
-    """Held-out text-to-image R@1 (percent) of the toy CLIP teacher."""
-    img = F.normalize(features(teacher.encode_image, images["video"][:, 0]), dim=-1)
-    txt = F.normalize(teacher.encode_text(images["input_ids"], images["attention_mask"]), dim=-1)
-    best = (txt @ img.T).argmax(dim=1)
-    return float((best == torch.arange(len(best))).float().mean() * 100)
-
-
-@torch.no_grad()
-def zero_shot_retrieval(model: UMT, pairs: Mapping[str, Any]) -> Any:
-    """Zero-shot text-to-video retrieval on held-out pairs with vlbook's metric."""
-    from vlbook.eval import RetrievalProtocol, retrieval_metrics
-
-    v = F.normalize(features(model.encode_video, pairs["video"]), dim=-1)
-    t = F.normalize(model.encode_text(pairs["input_ids"], pairs["attention_mask"]), dim=-1)
-    protocol = RetrievalProtocol(split="test", captions_per_video="first",
-                                 dataset="synthetic")
-    return retrieval_metrics(t @ v.T, torch.arange(len(t)), protocol)
-
-
-@torch.no_grad()
-def multiple_choice_scores(model: UMT, mc: Mapping[str, Any], batch_size: int = 32,
-                           method: str = "vtc") -> torch.Tensor:
-    """Scores ``(N, K)`` of every option by VTC cosine (or VTM match probability)."""
-    return torch.cat([model.score_options(mc["video"][i:i + batch_size],
-                                          mc["option_ids"][i:i + batch_size],
-                                          mc["option_mask"][i:i + batch_size],
-                                          method=method).scores
-                      for i in range(0, len(mc["video"]), batch_size)])
-
-
-def multiple_choice(model: UMT, mc: Mapping[str, Any], batch_size: int = 32,
-                    method: str = "vtc") -> float:
-    """Multiple-choice accuracy (percent, chance 20) by VTC (or VTM) scores of the options."""
-    scores = multiple_choice_scores(model, mc, batch_size, method)
-    return 100.0 * float((scores.argmax(1) == mc["label"]).float().mean())
-
-
-def multiple_choice_pairwise(model: UMT, mc: Mapping[str, Any], method: str = "vtc"
-                             ) -> dict[str, float]:
-    """How often the true caption beats its static / temporal one-attribute distractors
-    (percent, chance 50), by :func:`vlbook.eval.multiple_choice_breakdown`."""
-    from vlbook.eval import multiple_choice_breakdown
-
-    out = multiple_choice_breakdown(multiple_choice_scores(model, mc, method=method),
-                                    mc["label"], mc["option_attributes"])
-    return {"static": out["pairwise/static"], "temporal": out["pairwise/temporal"]}
-
-
-def target_variant(name: str) -> dict[str, float]:
-    """Config weights of a Table 1 row: ``uta``, ``uta+masked``, ``uta+mae``, ``mae``."""
-    table = {"uta": dict(uta_weight=1.0), "uta+masked": dict(masked_recovery_weight=1.0),
-             "uta+mae": dict(pixel_weight=1.0), "mae": dict(uta_weight=0.0, pixel_weight=1.0)}
-    if name not in table:
-        raise ValueError(f"unknown target {name!r}; accepted {sorted(table)}")
-    return table[name]
-
-
-def training_activation_bytes(name: str, batch_size: int = 1, **overrides: Any) -> int:
-    """Activation memory (bytes saved for backward) of one stage-1 step of a variant, with a
-    stand-in teacher of the right grid and width (the teacher runs without gradient, so it
-    saves nothing). Random masking (same visible count as semantic masking)."""
-    torch.manual_seed(0)
-    model = create_variant(name, **{"mask_type": "random", **overrides})
-    c = model.config
-    model.set_teacher(_StandInTeacher(c))
-    clip = torch.randn(batch_size, c.num_frames, c.channels, c.image_size, c.image_size)
-    return activation_bytes(model, lambda: model.stage1_losses(clip).loss)
-
-
-def create_variant(name: str, **overrides: Any) -> UMT:
-    from vlbook.models import create_model
-
-    return create_model(name, **overrides)
-
-
-class _StandInTeacher:
-    """Teacher stand-in for memory measurements: unit tokens of the teacher's shapes."""
-
-    def __init__(self, config: UMTConfig) -> None:
-        self.config = config
-
-    def teacher_outputs(self, frames: torch.Tensor, num_layers: int) -> TeacherOutput:
-        n = self.config.tokens_per_frame
-        tokens = F.normalize(frames.new_ones(num_layers, frames.shape[0], n,
-                                             self.config.teacher_dim), dim=-1)
-        return TeacherOutput(tokens=tokens, cls_attention=frames.new_ones(frames.shape[0], n),
-                             pooled=tokens[-1, :, 0])
-
-
-def chapter_model(name: str, tokenizer: Any = None, *, stage: int = 1, **overrides: Any) -> UMT:
-    """A registered variant sized to the tokenizer (stage 2: vocabulary, [MASK], PAD/CLS)."""
-    kwargs: dict[str, Any] = {"stage": stage, **overrides}
-    if stage == 2:
-        if tokenizer is None:
-            raise ValueError("a stage-2 model needs the tokenizer (vocabulary and [MASK] id)")
-        kwargs = {"vocab_size": len(tokenizer), "mask_token_id": tokenizer.mask_token_id,
-                  "special_token_ids": (tokenizer.pad_token_id, tokenizer.cls_token_id),
-                  **kwargs}
-    return create_variant(name, **kwargs)
-
-
-def shape_labels(texts: Sequence[str]) -> torch.Tensor:
-    """Index (in ``SHAPE_WORDS`` order) of the first shape a synthetic caption mentions: the
-    "scene/object" label of the probe (K400-like), next to the motion classes (SSV2-like)."""
-    from vlbook.data.synthetic import SHAPE_WORDS
-
-    labels = []
-    for text in texts:
-        found = [(text.find(word), k) for k, words in enumerate(SHAPE_WORDS.values())
-                 for word in words if word in text]
-        if not found:
-            raise ValueError(f"caption {text!r} names no synthetic shape")
-        labels.append(min(found)[1])
-    return torch.tensor(labels)
-
-
-def probe_scores(encode: Any, data: Mapping[str, Any]) -> dict[str, float]:
-    """Linear-probe accuracies (percent) of frozen features: ``motion`` (8 action classes,
-    chance 12.5; needs time: the toy stand-in of Something-Something) and ``shape`` (the first
-    object's shape, chance 25; one frame suffices: the stand-in of Kinetics' object cues)."""
-    from vlbook.eval import linear_probe_accuracy
-
-    out = {"motion": action_probe(encode, data)}
-    train = features(encode, data["clips"]["video"])
-    test = features(encode, data["pairs_test"]["video"])
-    out["shape"] = float(linear_probe_accuracy(
-        train, shape_labels(data["clips"]["text"]), test,
-        shape_labels(data["pairs_test"]["text"])).accuracy)
-    return out
-
-
-@torch.no_grad()
-def heldout_alignment(model: UMT, video: torch.Tensor, batch_size: int = 64, *,
-                      with_error: bool = False) -> float | tuple[float, float]:
-    """Mean cosine between the student's last aligned layer (all tokens, no mask) and the
-    teacher's last layer on held-out clips: how much of the teacher the student reproduces.
-    ``with_error``: also the standard error of that mean over clips, ``(mean, se)``."""
-    model.eval()
-    per_clip = []
-    for i in range(0, len(video), batch_size):
-        clip = video[i:i + batch_size]
-        target = model.teacher_targets(clip, 1).tokens[-1]
-        _, hidden, positions = model.forward_student(clip, return_layers=1)
-        head = model.uta_heads[-1]
-        predicted = F.normalize(head["norm"](head["head"](
-            model.norm(hidden[-1]) + model.pos_embed[positions].to(hidden[-1].dtype))), dim=-1)
-        # (B*T, N) token cosines -> one mean per clip
-        cosines = (predicted * target).sum(-1).reshape(len(clip), -1).mean(-1)
-        per_clip.append(cosines.float())
-    values = torch.cat(per_clip) if per_clip else torch.zeros(0)
-    mean = float(values.mean()) if len(values) else 0.0
-    if not with_error:
-        return mean
-    se = float(values.std() / len(values) ** 0.5) if len(values) > 1 else 0.0
-    return mean, se
-
-
-class ActionClassifier(nn.Module):
-    """Encoder + linear head fine-tuned on action labels (UMT Sec. 4.3, Table 3)."""
-
-    def __init__(self, encoder: nn.Module, encode: Any, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.encoder, self.encode, self.head = encoder, encode, nn.Linear(dim, num_classes)
-
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        logits = self.head(self.encode(self.encoder, batch["video"]))
-        return {"loss": F.cross_entropy(logits, batch["label"])}
-
-    @torch.no_grad()
-    def accuracy(self, video: torch.Tensor, labels: torch.Tensor) -> float:
-        self.eval()
-        logits = features(lambda v: self.head(self.encode(self.encoder, v)), video)
-        return float((logits.argmax(-1) == labels).float().mean() * 100)

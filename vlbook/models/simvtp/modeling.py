@@ -1,5 +1,9 @@
 """SimVTP: a video-text masked autoencoder with one shared encoder (Ma et al., 2022).
 
+The model itself: config, blocks, :class:`SimVTP` and its outputs, and the encoder FLOP count
+of Table 4d. Weights are loaded by :mod:`vlbook.models.simvtp.convert`, the named variants live
+in :mod:`vlbook.models.simvtp.variants`, the chapter in :mod:`vlbook.chapters.simvtp`.
+
 The model (SimVTP Sec. 3, Fig. 2):
 
 * **Tokens.** Video: Conv3d cube embedding of 2x16x16 tubes (16 frames at 224 px give
@@ -20,7 +24,7 @@ The model (SimVTP Sec. 3, Fig. 2):
   pass of the B matched pairs plus B pairs whose video is a random other one of the batch, mean
   pooled, a linear 2-way head. ``L = L_msm + L_vtc + L_vtm`` (Eq. 1).
 
-Paper vs released code (``OFFICIAL_CODE_NOTES.md``), code by default:
+Paper vs released code (the released code's choice is the default):
 
 * Text corruption: the code replaces 100 % of the selected words by [MASK]
   (``text_replace="all-mask"``); the paper's Table 4f prefers BERT's 80/10/10
@@ -36,7 +40,9 @@ MSM masks; at 32 px the code's 90 % / 75 % leave the pair nothing to match and b
 Table 4 alternatives: ``decoder_type`` (``"dual"`` / ``"shared"``), ``video_decoder_depth``,
 ``text_decoder_depth`` (0 = linear), ``text_mask_token`` (``True``: the encoder sees the text
 with [M]; ``False``: only the unmasked words, the text decoder inserts the mask tokens) and the
-encoder initialisations of Table 4c (:func:`load_videomae_encoder`, :func:`load_timm_vit_encoder`).
+encoder initialisations of Table 4c
+(:func:`~vlbook.models.simvtp.convert.load_videomae_encoder`,
+:func:`~vlbook.models.simvtp.convert.load_timm_vit_encoder`).
 """
 
 from __future__ import annotations
@@ -44,15 +50,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbook.config import Param, register_chapter_params, register_preset
+from vlbook.analysis import count_flops
 from vlbook.losses import (
     mlm_loss,
     normalized_pixel_mse,
@@ -61,24 +66,25 @@ from vlbook.losses import (
     vtm_loss,
 )
 from vlbook.masking import TextMasking, gather_masked, gather_visible, mask_text_tokens, tube_mask
-from vlbook.models.base import MODELS, VLModel
+from vlbook.models.base import VLModel
 from vlbook.nn import Block, TubeletEmbed, sinusoid_position_table
 
 __all__ = [
-    "full_pretrain_config",
     "DECODER_TYPES",
-    "ConversionResult",
+    "POOLINGS",
+    "TEXT_REPLACEMENTS",
+    "VTM_NEGATIVES",
+    "BlockStack",
     "JointOutput",
     "MultipleChoiceOutput",
     "SimVTP",
     "SimVTPConfig",
     "SimVTPOutput",
+    "TextDecoder",
+    "TextEmbeddings",
+    "VideoDecoder",
     "VideoMasking",
-    "convert_videomae_state_dict",
     "encoder_flops_ratio",
-    "load_bert_embeddings",
-    "load_timm_vit_encoder",
-    "load_videomae_encoder",
 ]
 
 DECODER_TYPES: tuple[str, ...] = ("dual", "shared")
@@ -794,8 +800,6 @@ def encoder_flops_ratio(config: SimVTPConfig, text_len: int = 18,
     Counted on the meta device with :func:`vlbook.analysis.count_flops` (forward only).
     Returns GFLOPs of the full-token and visible-token passes and their ratio.
     """
-    from vlbook.analysis import count_flops
-
     def factory() -> SimVTP:
         return SimVTP(config)
 
@@ -821,669 +825,3 @@ def encoder_flops_ratio(config: SimVTPConfig, text_len: int = 18,
     return {"all_tokens_gflops": all_tokens, "visible_tokens_gflops": visible_tokens,
             "ratio": all_tokens / visible_tokens}
 
-
-# --------------------------------------------------------------------------------------------
-# weights: VideoMAE (transformers), timm ViTs and BERT embeddings (Table 4c)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ConversionResult:
-    """Source weights → vlbook names: ``state_dict`` (vlbook names), ``mapping`` source →
-    target (fused q/k/v list all three sources), ``dropped`` source → reason."""
-
-    state_dict: dict[str, torch.Tensor]
-    mapping: dict[str, str] = field(default_factory=dict)
-    dropped: dict[str, str] = field(default_factory=dict)
-
-
-_VIDEOMAE_LAYER = {
-    "attention.output.dense.weight": "attn.proj.weight",
-    "attention.output.dense.bias": "attn.proj.bias",
-    "intermediate.dense.weight": "mlp.fc1.weight",
-    "intermediate.dense.bias": "mlp.fc1.bias",
-    "output.dense.weight": "mlp.fc2.weight",
-    "output.dense.bias": "mlp.fc2.bias",
-    "layernorm_before.weight": "norm1.weight",
-    "layernorm_before.bias": "norm1.bias",
-    "layernorm_after.weight": "norm2.weight",
-    "layernorm_after.bias": "norm2.bias",
-    "attention.attention.q_bias": "attn.q_bias",
-    "attention.attention.v_bias": "attn.v_bias",
-    "attention.attention.query.bias": "attn.q_bias",
-    "attention.attention.value.bias": "attn.v_bias",
-}
-
-
-def convert_videomae_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ConversionResult:
-    """Rename a transformers ``VideoMAEModel``/``VideoMAEForPreTraining`` state dict to SimVTP.
-
-    Encoder tensors (``[videomae.]embeddings.*``, ``[videomae.]encoder.layer.N.*``, the final
-    ``layernorm``/``fc_norm``) map to ``video_embed``/``encoder``; separate query/key/value
-    weights are fused into ``attn.qkv.weight``. With ``VideoMAEForPreTraining`` the decoder
-    (``encoder_to_decoder``, ``decoder.decoder_layers``, ``decoder.norm``, ``decoder.head``,
-    ``mask_token``) maps to ``video_decoder``. Unknown names raise ``KeyError``.
-    """
-    result = ConversionResult(state_dict={})
-    pending: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
-    for raw_key, value in state_dict.items():
-        key = raw_key[len("videomae."):] if raw_key.startswith("videomae.") else raw_key
-        target: str | None = None
-        if key == "embeddings.patch_embeddings.projection.weight":
-            target = "video_embed.proj.weight"
-        elif key == "embeddings.patch_embeddings.projection.bias":
-            target = "video_embed.proj.bias"
-        elif key in ("embeddings.position_embeddings", "embeddings.position_ids"):
-            result.dropped[raw_key] = "fixed sinusoidal table, recomputed"
-            continue
-        elif key.startswith(("layernorm.", "fc_norm.")):
-            target = "encoder.norm." + key.split(".", 1)[1]
-        elif key.startswith("classifier."):
-            result.dropped[raw_key] = "Kinetics classifier, unused"
-            continue
-        elif key == "mask_token":
-            target = "video_decoder.mask_token"
-        elif key == "encoder_to_decoder.weight":
-            target = "video_decoder.encoder_to_decoder.weight"
-        elif key.startswith("decoder.norm."):
-            target = "video_decoder.blocks.norm." + key.split(".")[-1]
-        elif key.startswith("decoder.head."):
-            target = "video_decoder.head." + key.split(".")[-1]
-        elif key.startswith(("encoder.layer.", "decoder.decoder_layers.")):
-            parts = key.split(".")
-            layer, rest = parts[2], ".".join(parts[3:])
-            prefix = (f"encoder.blocks.{layer}." if key.startswith("encoder.")
-                      else f"video_decoder.blocks.blocks.{layer}.")
-            if rest in ("attention.attention.query.weight", "attention.attention.key.weight",
-                        "attention.attention.value.weight"):
-                which = rest.split(".")[2]
-                pending.setdefault(prefix, {})[which] = (raw_key, value)
-                continue
-            if rest == "attention.attention.key.bias":
-                result.dropped[raw_key] = "key bias is fixed at zero in VideoMAE's layout"
-                continue
-            if rest in _VIDEOMAE_LAYER:
-                target = prefix + _VIDEOMAE_LAYER[rest]
-        if target is None:
-            raise KeyError(f"VideoMAE tensor {raw_key!r} has no SimVTP counterpart")
-        result.state_dict[target] = value
-        result.mapping[raw_key] = target
-    for prefix, qkv in pending.items():
-        if set(qkv) != {"query", "key", "value"}:
-            raise KeyError(f"{prefix}: VideoMAE checkpoint has only {sorted(qkv)} of q/k/v")
-        target = prefix + "attn.qkv.weight"
-        result.state_dict[target] = torch.cat([qkv[w][1] for w in ("query", "key", "value")])
-        for w in ("query", "key", "value"):
-            result.mapping[qkv[w][0]] = target
-    return result
-
-
-def _load_into(model: SimVTP, converted: ConversionResult, what: str,
-               required_prefix: str = "encoder.blocks.") -> list[str]:
-    own = model.state_dict()
-    unknown = [k for k in converted.state_dict if k not in own]
-    wrong = [f"{k}: source {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-             for k, v in converted.state_dict.items() if k in own and v.shape != own[k].shape]
-    if unknown or wrong:
-        raise ValueError(f"{what} does not fit the SimVTP model: unknown {unknown[:5]}, shape "
-                         f"mismatches {wrong[:5]}")
-    missing = [k for k in own if k.startswith(required_prefix) and k not in converted.state_dict]
-    if missing:
-        raise ValueError(f"{what} lacks encoder tensors: {missing[:5]}")
-    model.load_state_dict(converted.state_dict, strict=False)
-    return sorted(converted.state_dict)
-
-
-def _read_state(source: str | Path | Mapping[str, torch.Tensor]
-                ) -> Mapping[str, torch.Tensor] | None:
-    if isinstance(source, Mapping):
-        return source
-    path = Path(str(source)).expanduser()
-    if path.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            if (path / name).is_file():
-                path = path / name
-                break
-    if not path.is_file():
-        return None
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "module"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    return state
-
-
-def load_videomae_encoder(model: SimVTP,
-                          source: str | Path | Mapping[str, torch.Tensor] = "MCG-NJU/videomae-base"
-                          ) -> ConversionResult:
-    """Initialise the shared encoder from VideoMAE K400 weights (Table 4c, the default).
-
-    ``source``: a state dict in transformers' VideoMAE names, a local ``.bin``/``.safetensors``
-    file or model folder, or a hub id loaded with ``VideoMAEModel.from_pretrained`` (needs
-    network or a filled hub cache; offline it raises ``RuntimeError`` saying what to do).
-    """
-    state = _read_state(source)
-    if state is None:
-        try:
-            from transformers import VideoMAEForPreTraining
-
-            state = VideoMAEForPreTraining.from_pretrained(str(source)).state_dict()
-        except Exception as err:  # noqa: BLE001 - say what to do instead
-            raise RuntimeError(
-                f"could not load VideoMAE weights {str(source)!r} ({type(err).__name__}: "
-                f"{str(err)[:160]}); pass a local file/folder in transformers' VideoMAE naming "
-                "or allow hub downloads (HF_HUB_OFFLINE=0 with network)"
-            ) from err
-    converted = convert_videomae_state_dict(state)
-    _load_into(model, converted, f"VideoMAE weights {str(source)[:60]!r}")
-    return converted
-
-
-def convert_timm_vit_state_dict(state_dict: Mapping[str, torch.Tensor], tubelet_size: int = 2
-                                ) -> ConversionResult:
-    """timm ViT-B/16 (ImageNet-21k supervised, ImageNet-1k MAE: Table 4c) → the shared encoder.
-
-    The 2-D patch filter is inflated to the tube (repeated over time and divided by
-    ``tubelet_size``, I3D style); ``qkv.bias`` is split into q and v biases (its key part is
-    dropped); the CLS token, learned positions and classifier are dropped.
-    """
-    result = ConversionResult(state_dict={})
-    for key, value in state_dict.items():
-        if key == "patch_embed.proj.weight":
-            inflated = value.unsqueeze(2).repeat(1, 1, tubelet_size, 1, 1) / tubelet_size
-            result.state_dict["video_embed.proj.weight"] = inflated
-            result.mapping[key] = "video_embed.proj.weight"
-        elif key == "patch_embed.proj.bias":
-            result.state_dict["video_embed.proj.bias"] = value
-            result.mapping[key] = "video_embed.proj.bias"
-        elif key.startswith("blocks.") and key.endswith("attn.qkv.bias"):
-            prefix = "encoder." + key[: -len("qkv.bias")]
-            q, _, v = value.chunk(3)
-            result.state_dict[prefix + "q_bias"], result.state_dict[prefix + "v_bias"] = q, v
-            result.mapping[key] = prefix + "q_bias"
-        elif key.startswith("blocks."):
-            result.state_dict["encoder." + key] = value
-            result.mapping[key] = "encoder." + key
-        elif key.startswith(("norm.", "fc_norm.")) and value.numel():
-            target = "encoder.norm." + key.split(".", 1)[1]
-            result.state_dict[target] = value
-            result.mapping[key] = target
-        else:
-            result.dropped[key] = "CLS/positions/classifier of the image model, unused"
-    return result
-
-
-def load_timm_vit_encoder(model: SimVTP, source: str | Path | Mapping[str, torch.Tensor]
-                          ) -> ConversionResult:
-    """Initialise the shared encoder from a timm ViT (Table 4c: IN-21k sup., IN-1k MAE).
-
-    ``source``: a state dict, a local file, or a timm name (e.g.
-    ``"vit_base_patch16_224.mae"``, ``"vit_base_patch16_224.augreg_in21k"``) fetched by timm.
-    """
-    state = _read_state(source)
-    if state is None:
-        try:
-            import timm
-
-            state = timm.create_model(str(source), pretrained=True, num_classes=0).state_dict()
-        except Exception as err:  # noqa: BLE001
-            raise RuntimeError(
-                f"could not load timm weights {str(source)!r} ({type(err).__name__}: "
-                f"{str(err)[:160]}); pass a local state-dict file or allow hub downloads"
-            ) from err
-    converted = convert_timm_vit_state_dict(state, model.config.tubelet_size)
-    _load_into(model, converted, f"timm weights {str(source)[:60]!r}")
-    return converted
-
-
-def load_bert_embeddings(model: SimVTP, source: str | Path | Mapping[str, torch.Tensor]
-                         = "bert-base-uncased") -> list[str]:
-    """Initialise the text embeddings from BERT-base's embedding layer (as the released code).
-
-    ``source``: a state dict with ``[bert.]embeddings.*`` names, a local file/folder, or a hub
-    id loaded through ``BertModel.from_pretrained``.
-    """
-    state = _read_state(source)
-    if state is None:
-        try:
-            from transformers import BertModel
-
-            state = BertModel.from_pretrained(str(source)).state_dict()
-        except Exception as err:  # noqa: BLE001
-            raise RuntimeError(
-                f"could not load BERT weights {str(source)!r} ({type(err).__name__}: "
-                f"{str(err)[:160]}); pass a local file/folder or allow hub downloads"
-            ) from err
-    own = model.state_dict()
-    loaded: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        short = key[len("bert."):] if key.startswith("bert.") else key
-        if not short.startswith("embeddings.") or "position_ids" in short:
-            continue
-        target = "text_embeddings." + short[len("embeddings."):]
-        if target not in own:
-            continue
-        if value.shape != own[target].shape:
-            raise ValueError(f"BERT tensor {key} has shape {tuple(value.shape)}; the model's "
-                             f"{target} has {tuple(own[target].shape)}")
-        loaded[target] = value
-    expected = [k for k in own if k.startswith("text_embeddings.")]
-    if sorted(loaded) != sorted(expected):
-        raise ValueError(f"BERT weights lack {sorted(set(expected) - set(loaded))}")
-    model.load_state_dict(loaded, strict=False)
-    return sorted(loaded)
-
-
-#: Table 4c encoder initialisations and where vlbook loads them from.
-ENCODER_INITIALISATIONS: dict[str, tuple[str, str | None]] = {
-    "scratch": ("none", None),
-    "k400_videomae": ("videomae", "MCG-NJU/videomae-base"),
-    "in1k_mae": ("timm", "vit_base_patch16_224.mae"),
-    "in21k_sup": ("timm", "vit_base_patch16_224.augreg_in21k"),
-}
-
-
-def initialise_encoder(model: SimVTP, init: str, source: Any = None) -> list[str]:
-    """Apply a Table 4c initialisation by name (``ENCODER_INITIALISATIONS``)."""
-    if init not in ENCODER_INITIALISATIONS:
-        raise ValueError(f"init={init!r}; accepted: {tuple(ENCODER_INITIALISATIONS)} (BERT "
-                         "encoder initialisation is not provided)")
-    kind, default = ENCODER_INITIALISATIONS[init]
-    if kind == "none":
-        return []
-    if kind == "videomae":
-        return sorted(load_videomae_encoder(model, source or default).state_dict)
-    return sorted(load_timm_vit_encoder(model, source or default).state_dict)
-
-
-# --------------------------------------------------------------------------------------------
-# variants and presets
-# --------------------------------------------------------------------------------------------
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    # the released model: ViT-B encoder, 16 frames at 224 px (Sec. 4.1)
-    "simvtp_base": dict(),
-    # a CPU-sized model for the synthetic benchmark (not in the paper)
-    "simvtp_toy": dict(image_size=32, patch_size=8, num_frames=8, embed_dim=96, depth=3,
-                       num_heads=3, decoder_dim=48, decoder_heads=3, video_decoder_depth=1,
-                       vocab_size=1000, max_text_len=32),
-}
-#: Reference counts (millions): VideoMAE's ViT-B (SimVTP initialises from it; VideoMAE
-#: Table 1 lists 87 M) and BERT-base's embedding layer (23.8 M).
-REFERENCE_PARAMS_M: dict[str, float] = {"encoder": 87.0, "text_embeddings": 23.8}
-
-
-def _make_factory(name: str, defaults: dict[str, Any]) -> Any:
-    def factory(**kwargs: Any) -> SimVTP:
-        init = kwargs.pop("encoder_init", None)
-        init_source = kwargs.pop("encoder_source", None)
-        bert = kwargs.pop("bert_embeddings", None)
-        model = SimVTP(SimVTPConfig(**{**defaults, **kwargs}))
-        if init:
-            initialise_encoder(model, init, init_source)
-        if bert:
-            load_bert_embeddings(model, "bert-base-uncased" if bert is True else bert)
-        return model
-
-    factory.__name__ = name
-    factory.__doc__ = f"SimVTP variant {name!r} ({defaults})."
-    return factory
-
-
-for _name, _defaults in VARIANTS.items():
-    MODELS.register(_name)(_make_factory(_name, _defaults))
-
-
-#: Toy-only departure: VTC / VTM get their own, lighter masks (50 % of the tubes, 15 % of the
-#: words). With the MSM masks (90 % / 75 %, the code) a 32-px clip keeps 2 of its 16 patches per
-#: slice and a caption usually loses every colour and shape word, so from scratch VTC stays at
-#: 2 ln B and VTM at ln 2 even on a fixed batch; ViT-B at 224 px from VideoMAE keeps 20 patches.
-_TOY_CROSS_MODAL: dict[str, float] = {"cross_modal_video_mask_ratio": 0.5,
-                                      "cross_modal_text_mask_ratio": 0.15}
-
-register_preset(
-    "simvtp",
-    {
-        "smoke": {
-            "model": {"name": "simvtp_toy", "kwargs": {"depth": 1, "embed_dim": 48,
-                                                       "num_heads": 2, "decoder_dim": 24,
-                                                       "decoder_heads": 2, **_TOY_CROSS_MODAL}},
-            "data": {"synthetic": "smoke", "num_frames": 8, "size": 32, "max_len": 24,
-                     "max_train": 32, "max_test": 16},
-            "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.05,
-                      "warmup_steps": 1, "schedule": "cosine", "betas": (0.9, 0.95)},
-            "finetune": {"steps": 3, "batch_size": 8, "lr": 1e-3},
-            "eval": {"max_items": 16},
-            "ablation": {"steps": 2, "finetune_steps": 2, "text_ratios": [0.15, 0.75],
-                         "video_ratios": [0.75, 0.9]},
-        },
-        "toy": {
-            "model": {"name": "simvtp_toy", "kwargs": dict(_TOY_CROSS_MODAL)},
-            "data": {"synthetic": "toy", "num_frames": 8, "size": 32, "max_len": 24,
-                     "max_train": 1000, "max_test": 200},
-            "train": {"steps": 300, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.05,
-                      "warmup_steps": 20, "schedule": "cosine", "betas": (0.9, 0.95)},
-            "finetune": {"steps": 80, "batch_size": 32, "lr": 5e-4},
-            "eval": {"max_items": 200},
-            "ablation": {"steps": 60, "finetune_steps": 40,
-                         "text_ratios": [0.15, 0.45, 0.75, 0.9],
-                         "video_ratios": [0.5, 0.75, 0.9]},
-        },
-        "full": {
-            # Sec. 4.1 / release code: WebVid-2M, 16 frames at 224 (stride 4), 64 GPUs x 16
-            # = 1024, AdamW (0.9, 0.95), wd 0.05, lr 1.5e-4 x 1024/256, 200 epochs, 40 warm-up
-            # epochs, cosine, fp32; encoder from VideoMAE K400, text embeddings from BERT.
-            "model": {"name": "simvtp_base", "kwargs": {"encoder_init": "k400_videomae",
-                                                        "bert_embeddings": True}},
-            "data": {"datasets": ["webvid2m"], "num_frames": 16, "size": 224, "max_len": 32,
-                     "sampling": "segment", "tokenizer": "bert-base-uncased"},
-            "train": {"epochs": 200, "warmup_epochs": 40, "batch_size": 1024, "lr": 6e-4,
-                      "weight_decay": 0.05, "schedule": "cosine", "betas": (0.9, 0.95),
-                      "precision": "no", "max_per_device_batch": 16},
-            "finetune": {"epochs": 30, "batch_size": 128, "lr": 1e-4},
-            "eval": {"max_items": None},
-            "ablation": {"epochs": 100, "text_ratios": [0.15, 0.2, 0.45, 0.6, 0.7, 0.75, 0.8,
-                                                        0.9],
-                         "video_ratios": [0.75, 0.8, 0.85, 0.9, 0.95]},
-        },
-    },
-)
-
-register_chapter_params("simvtp", (
-    Param("run_ablation", True, type=bool, help="train the Figure 3 / Table 5 ablation models"),
-))
-
-
-def config_summary(config: SimVTPConfig) -> dict[str, Any]:
-    """The config as a plain dict (for results files)."""
-    return asdict(config)
-
-
-def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
-                         output_dir: str | Path = "") -> Any:
-    """The ``full`` pre-training run of ``preset`` as a :class:`vlbook.train.TrainConfig`:
-    Eq. 1 on the prepared pre-training corpus (``preset["data"]["datasets"]``, e.g.
-    ``vlbook-data prepare webvid2m``) with the release's hyper-parameters (Sec. 4.1), warm-up
-    given in epochs. ``accelerate launch -m vlbook.train`` runs the written YAML."""
-    from vlbook.train import config_from_preset
-
-    return config_from_preset(preset["model"], {"name": "video_text", "kwargs": preset["data"]},
-                              preset["train"], seed=seed, output_dir=str(output_dir))
-
-
-# --------------------------------------------------------------------------------------------
-# chapter helpers: cached synthetic clips, short runs, evaluation
-# --------------------------------------------------------------------------------------------
-
-
-class CachedClips(torch.utils.data.Dataset):
-    """Decoded clips held in memory with every caption tokenised (toy-scale pre-training).
-
-    Decoding a clip costs ~20 ms of CPU; a toy run reads each clip many times, so the clips are
-    decoded once (middle frames, centre crop) and kept as float16. Each access returns the clip
-    with one of its captions drawn at random (the pre-training sampler of Sec. 4.1).
-    ``video`` ``(N, T, C, H, W)``, ``input_ids``/``attention_mask`` ``(N, K, L)``,
-    ``captions`` list of K-lists.
-    """
-
-    def __init__(self, video: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, captions: list[list[str]],
-                 random_caption: bool = True) -> None:
-        if not (video.shape[0] == input_ids.shape[0] == attention_mask.shape[0] == len(captions)):
-            raise ValueError(f"CachedClips: {video.shape[0]} clips, {input_ids.shape[0]} caption "
-                             f"rows, {len(captions)} caption lists; expected equal counts")
-        self.video, self.input_ids, self.attention_mask = video, input_ids, attention_mask
-        self.captions = captions
-        self.random_caption = random_caption
-
-    def __len__(self) -> int:
-        return self.video.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        k = int(torch.randint(self.input_ids.shape[1], ())) if self.random_caption else 0
-        return {"video": self.video[index].float(), "input_ids": self.input_ids[index, k],
-                "attention_mask": self.attention_mask[index, k], "video_index": index,
-                "text": self.captions[index][k]}
-
-    @staticmethod
-    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "video": torch.stack([s["video"] for s in samples]),
-            "input_ids": torch.stack([s["input_ids"] for s in samples]),
-            "attention_mask": torch.stack([s["attention_mask"] for s in samples]),
-            "video_index": torch.tensor([s["video_index"] for s in samples]),
-            "text": [s["text"] for s in samples],
-        }
-
-    def batch(self, indices: Any, caption: int = 0) -> dict[str, Any]:
-        """The clips ``indices`` with caption number ``caption`` as one batch."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return {"video": self.video[idx].float(), "input_ids": self.input_ids[idx, caption],
-                "attention_mask": self.attention_mask[idx, caption], "video_index": idx,
-                "text": [self.captions[int(i)][caption] for i in idx]}
-
-
-def _cache_clips(annotation: Path, tokenizer: Any, num_frames: int, size: int, max_len: int,
-                 max_items: int | None, cache_file: Path | None) -> dict[str, Any]:
-    if cache_file is not None and cache_file.is_file():
-        return torch.load(cache_file, weights_only=False)
-    from vlbook.data import build_dataset
-    from vlbook.data.annotations import read_jsonl
-    from vlbook.data.tokenizer import tokenize
-
-    dataset = build_dataset("video_text", annotation=annotation, split="test",
-                            num_frames=num_frames, size=size, tokenizer=None, max_len=max_len)
-    count = len(dataset) if max_items is None else min(max_items, len(dataset))
-    records = read_jsonl(annotation, "retrieval")
-    video = torch.stack([dataset[i]["video"].half() for i in range(count)])
-    captions = [list(records[i]["captions"]) for i in range(count)]
-    per_clip = min(len(c) for c in captions)
-    captions = [c[:per_clip] for c in captions]
-    ids, mask = tokenize(tokenizer, [t for c in captions for t in c], max_len)
-    data = {"video": video, "input_ids": ids.view(count, per_clip, -1),
-            "attention_mask": mask.view(count, per_clip, -1), "captions": captions,
-            "video_ids": [r.get("video_id", r["video"]) for r in records[:count]]}
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, cache_file)
-    return data
-
-
-def synthetic_data(preset: Mapping[str, Any], root: str | Path | None = None,
-                   cache: bool = True) -> dict[str, Any]:
-    """The synthetic benchmark of ``preset["data"]`` as cached clips.
-
-    Returns ``{"root", "tokenizer", "train", "test", "mc"}``: ``train``/``test``
-    :class:`CachedClips` (``max_train``/``max_test`` clips), ``mc`` a dict of the test clips'
-    multiple-choice items (``option_ids``, ``option_mask`` ``(N, K, L)``, ``label``,
-    ``option_attributes``) aligned with ``test``.
-    """
-    from vlbook.data.annotations import read_jsonl
-    from vlbook.data.synthetic import annotation_path, ensure_synthetic
-    from vlbook.data.tokenizer import load_tokenizer, tokenize
-    from vlbook.paths import runs_root
-
-    data = preset["data"]
-    root = Path(root) if root else ensure_synthetic(data["synthetic"])
-    tokenizer = load_tokenizer(root / "tokenizer")
-    out: dict[str, Any] = {"root": root, "tokenizer": tokenizer}
-    for split, limit in (("train", data.get("max_train")), ("test", data.get("max_test"))):
-        cache_file = None
-        if cache:
-            tag = f"{root.name}_{split}_{limit}_{data['num_frames']}f_{data['size']}px"
-            cache_file = runs_root() / "simvtp" / "cache" / f"{tag}_{data['max_len']}tok.pt"
-        clips = _cache_clips(annotation_path(root, "retrieval", split), tokenizer,
-                             data["num_frames"], data["size"], data["max_len"], limit, cache_file)
-        out[split] = CachedClips(clips["video"], clips["input_ids"], clips["attention_mask"],
-                                 clips["captions"], random_caption=split == "train")
-        out[f"{split}_video_ids"] = clips["video_ids"]
-    by_id = {vid: i for i, vid in enumerate(out["test_video_ids"])}
-    items = [r for r in read_jsonl(annotation_path(root, "mc", "test"), "mc")
-             if r.get("video_id") in by_id]
-    if items:
-        k = len(items[0]["options"])
-        ids, mask = tokenize(tokenizer, [o for r in items for o in r["options"]], data["max_len"])
-        out["mc"] = {"clip": torch.tensor([by_id[r["video_id"]] for r in items]),
-                     "option_ids": ids.view(len(items), k, -1),
-                     "option_mask": mask.view(len(items), k, -1),
-                     "label": torch.tensor([int(r["answer"]) for r in items]),
-                     "option_attributes": [r.get("option_attributes") for r in items],
-                     "options": [r["options"] for r in items]}
-    return out
-
-
-def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: Any) -> SimVTP:
-    """The preset's model sized to the tokenizer's vocabulary, with its mask and special ids."""
-    from vlbook.models import create_model
-
-    spec = preset["model"]
-    kwargs = {**spec.get("kwargs", {}), "vocab_size": len(tokenizer),
-              "max_text_len": max(preset["data"]["max_len"], 8),
-              "num_frames": preset["data"]["num_frames"], "image_size": preset["data"]["size"],
-              **overrides}
-    model = create_model(spec["name"], **kwargs)
-    model.set_tokenizer(tokenizer)
-    return model
-
-
-def pretrain(model: SimVTP, dataset: CachedClips, preset: Mapping[str, Any], *,
-             steps: int | None = None, seed: int = 0) -> list[dict[str, float]]:
-    """A short in-process pre-training run (Eq. 1 with the model's loss weights).
-
-    AdamW with the preset's betas and weight decay, linear warm-up then cosine decay, random
-    batches of clips with one random caption each. A plain loop rather than
-    :func:`vlbook.train.train` so that a dozen ablation runs fit in the toy budget; ``full``
-    runs go through :func:`vlbook.train.run_training`. Returns the per-step losses.
-    """
-    t = preset["train"]
-    steps = steps or t["steps"]
-    warmup = min(t["warmup_steps"], max(steps // 10, 1))
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"],
-                                  betas=tuple(t["betas"]))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    history = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randperm(len(dataset), generator=gen)[: t["batch_size"]]
-        caption = int(torch.randint(dataset.input_ids.shape[1], (), generator=gen))
-        losses = model(dataset.batch(idx, caption))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        schedule.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-    model.eval()
-    return history
-
-
-def finetune_retrieval(model: SimVTP, dataset: CachedClips, *, steps: int, batch_size: int,
-                       lr: float, seed: int = 0, video_mask_ratio: float = 0.0) -> list[float]:
-    """Retrieval fine-tuning (Sec. 4.1): VTC on the shared encoder's unimodal features.
-
-    AdamW, cosine decay, random batches of clips with a random caption each; returns the
-    losses. (The code fine-tunes two copies of the encoder; toy runs keep one.)
-    """
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05,
-                                  betas=(0.9, 0.999))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    losses = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randperm(len(dataset), generator=gen)[:batch_size]
-        caption = int(torch.randint(dataset.input_ids.shape[1], (), generator=gen))
-        loss = model.retrieval_loss(dataset.batch(idx, caption), video_mask_ratio)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
-
-
-@torch.no_grad()
-def evaluate_retrieval(model: SimVTP, dataset: CachedClips, batch_size: int = 64) -> Any:
-    """Text-to-video retrieval on held-out clips (first caption each), ``RetrievalResult``."""
-    from vlbook.eval import RetrievalProtocol, retrieval_metrics_from_embeddings
-
-    model.eval()
-    videos, texts = [], []
-    for start in range(0, len(dataset), batch_size):
-        b = dataset.batch(range(start, min(start + batch_size, len(dataset))))
-        videos.append(model.encode_video(b["video"]))
-        texts.append(model.encode_text(b["input_ids"], b["attention_mask"]))
-    protocol = RetrievalProtocol(split="test", captions_per_video="first",
-                                 tie_policy="average", dataset="vlbook synthetic")
-    return retrieval_metrics_from_embeddings(torch.cat(texts), torch.cat(videos),
-                                             torch.arange(len(dataset)), protocol)
-
-
-@torch.no_grad()
-def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: CachedClips,
-                             max_items: int | None = None, batch_size: int = 16
-                             ) -> dict[str, float]:
-    """Zero-shot multiple choice (Sec. 4.1): accuracy and chance.
-
-    ``mc_accuracy``: through the VTM head (the paper's protocol); ``mc_accuracy_vtc``: the option
-    whose text embedding is closest (cosine) to the clip's, i.e. through the VTC features.
-    """
-    from vlbook.eval import multiple_choice_breakdown
-
-    model.eval()
-    n = len(data["label"]) if max_items is None else min(max_items, len(data["label"]))
-    hits = hits_vtc = 0
-    vtm_scores, vtc_scores = [], []
-    for start in range(0, n, batch_size):
-        sl = slice(start, min(start + batch_size, n))
-        video = clips.video[data["clip"][sl]].float()
-        ids, mask, label = data["option_ids"][sl], data["option_mask"][sl], data["label"][sl]
-        out = model.score_options(video, ids, mask)
-        hits += int((out.prediction == label).sum())
-        b, k, length = ids.shape
-        text = model.encode_text(ids.reshape(b * k, length), mask.reshape(b * k, length))
-        similarity = torch.einsum("bd,bkd->bk", model.encode_video(video), text.view(b, k, -1))
-        hits_vtc += int((similarity.argmax(dim=1) == label).sum())
-        vtm_scores.append(out.scores)
-        vtc_scores.append(similarity)
-    result = {"mc_accuracy": hits / max(n, 1), "mc_accuracy_vtc": hits_vtc / max(n, 1),
-              "mc_chance": 1 / data["option_ids"].shape[1], "mc_items": n}
-    attributes = data.get("option_attributes")
-    if n and attributes is not None and all(a is not None for a in attributes[:n]):
-        # the true caption against its static / temporal one-attribute distractors (chance .5)
-        for name, scores in (("mc", vtm_scores), ("mc_vtc", vtc_scores)):
-            breakdown = multiple_choice_breakdown(torch.cat(scores), data["label"][:n],
-                                                  attributes[:n], units="fraction")
-            result[f"{name}_vs_static"] = breakdown["pairwise/static"]
-            result[f"{name}_vs_temporal"] = breakdown["pairwise/temporal"]
-    return result
-
-
-@torch.no_grad()
-def evaluate_reconstruction(model: SimVTP, dataset: CachedClips, max_items: int = 64,
-                            seed: int = 0) -> dict[str, float]:
-    """Held-out MSM: masked-word accuracy (chance ~1/V; ``word_majority``: always guessing the
-    most frequent masked word) and masked-tube MSE (1.0 = predicting the per-patch mean), at
-    the model's masking ratios."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    batch = dataset.batch(range(min(max_items, len(dataset))))
-    out = model.run_pretraining(batch, generator=gen)
-    picked = out.text_masking.labels != -100
-    hits = (out.text_logits.argmax(-1) == out.text_masking.labels)[picked].float().mean()
-    targets = out.text_masking.labels[picked]
-    majority = float(torch.bincount(targets).max()) / max(len(targets), 1) if len(targets) else 0.0
-    return {"masked_word_accuracy": float(hits), "masked_tube_mse": float(out.losses[
-        "loss_video"]), "word_chance": 1 / model.config.vocab_size,
-            "word_majority": majority, "masked_words": int(picked.sum())}

@@ -1,0 +1,347 @@
+"""The All-in-one chapter: presets, synthetic data, toy pre-training and the zero-shot evaluations.
+
+What ``notebooks/allinone.ipynb`` runs and reports, above the model package
+:mod:`vlbook.models.allinone` (re-exported here, so ``import vlbook.chapters.allinone as A``
+gives the notebook the model and the chapter in one name): the scale presets, the synthetic
+benchmark and its clip cache, the chapter's model builder, short VTM + MLM pre-training runs,
+the held-out VTM / MLM and multiple-choice evaluations, the ablation copies of Table 8, E-ViLM's
+GFLOPs figures for the All-in-one variants (reported next to ours) and the chapter's ledger rows.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from vlbook.chapters import Chapter, RowKey, register_chapter
+from vlbook.config import Param, register_chapter_params, register_preset
+from vlbook.data import build_dataset
+from vlbook.data.synthetic import annotation_path, ensure_synthetic
+from vlbook.data.tokenizer import load_tokenizer
+from vlbook.eval import multiple_choice_breakdown
+from vlbook.eval.downstream import TEMPORAL_ATTRIBUTES
+from vlbook.models import create_model
+from vlbook.models.allinone import *  # noqa: F403
+from vlbook.models.allinone import AllInOne, AllInOneConfig
+from vlbook.paths import runs_root
+from vlbook.train import TrainConfig, config_from_preset, train
+
+#: E-ViLM Table 1 GFLOPs of the All-in-one variants (the chapter prints them next to ours).
+EVILM_GFLOPS: dict[str, float] = {"allinone_tiny": 18.1, "allinone_small": 134,
+                                  "allinone_base": 235}
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+# --------------------------------------------------------------------------------------------
+
+register_preset(
+    "allinone",
+    {
+        "smoke": {
+            "model": {"name": "allinone_toy", "kwargs": {"depth": 1, "embed_dim": 32,
+                                                         "image_size": 32, "vtc_weight": 1.0}},
+            "data": {"synthetic": "smoke", "num_frames": 3, "size": 32, "max_len": 24},
+            "train": {"warm_start_steps": 4, "steps": 3, "batch_size": 8, "lr": 2e-3,
+                      "weight_decay": 0.01, "warmup_steps": 1, "schedule": "linear",
+                      "betas": (0.9, 0.98)},
+            "eval": {"max_items": 8},
+            "ablation": {"steps": 2, "eval_items": 8,
+                         "variants": ["single_frame", "time_average", "channel_shift",
+                                      "flatten", "rolling"],
+                         "ratios": [0.0, 0.5]},
+            "cost": {"frames": [1, 2, 3], "repeats": 1},
+        },
+        "toy": {
+            # toy-only departures (stated in the chapter): Xavier init (the variant), VTC added
+            # to pre-training, lr 2e-3, and a single-frame warm start shared by every
+            # temporal variant (the paper starts all of them from an ImageNet ViT)
+            "model": {"name": "allinone_toy", "kwargs": {"vtc_weight": 1.0}},
+            "data": {"synthetic": "toy", "num_frames": 3, "size": 48, "max_len": 24},
+            "train": {"warm_start_steps": 500, "steps": 100, "batch_size": 16, "lr": 2e-3,
+                      "weight_decay": 0.01, "warmup_steps": 25, "schedule": "linear",
+                      "betas": (0.9, 0.98)},
+            "eval": {"max_items": 300},
+            "ablation": {"steps": 100, "eval_items": 150,
+                         "variants": ["single_frame", "time_average", "channel_shift",
+                                      "flatten", "rolling"],
+                         "ratios": [0.0, 0.125, 0.25, 0.5]},
+            "cost": {"frames": [1, 2, 3, 4, 8], "repeats": 2},
+        },
+        "full": {
+            # All-in-one-B, Sec. 4.1.2: WebVid2.5M + HowTo100M, 3 frames at 224, 16 per GPU
+            # (4096 in the code's config via accumulation), AdamW lr 1e-4, wd 0.01, betas
+            # (0.9, 0.98), 10 % warm-up then linear decay to 0, 200k steps, fp16.
+            "model": {"name": "allinone_base", "kwargs": {"pretrained": True}},
+            # the paper adds HowTo100M videos; vlbook prepares HowTo100M as S3D features only
+            # (VLM's input), so the full preset reads WebVid alone (stated in the chapter)
+            "data": {"datasets": ["webvid2m"], "num_frames": 3, "size": 224, "max_len": 40,
+                     "tokenizer": "bert-base-uncased"},
+            "train": {"steps": 200_000, "batch_size": 4096, "lr": 1e-4, "weight_decay": 0.01,
+                      "warmup_steps": 20_000, "schedule": "linear", "betas": (0.9, 0.98),
+                      "precision": "fp16", "max_per_device_batch": 16},
+            "eval": {"max_items": None},
+            "ablation": {"steps": 100_000, "eval_items": None,
+                         "variants": ["single_frame", "time_average", "channel_shift",
+                                      "flatten", "rolling"],
+                         "ratios": [0.0, 0.1, 0.25, 0.5, 0.75]},
+            "cost": {"frames": [1, 2, 3, 4, 8, 16], "repeats": 3},
+        },
+    },
+)
+
+register_chapter_params("allinone", (
+    Param("run_ablation", True, type=bool, help="train the Table 8a/8b ablation models"),
+))
+
+
+# --------------------------------------------------------------------------------------------
+# chapter helpers: configs
+# --------------------------------------------------------------------------------------------
+
+
+def config_summary(config: AllInOneConfig) -> dict[str, Any]:
+    """The config as a plain dict (for results files)."""
+    return asdict(config)
+
+
+def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
+                         output_dir: str | Path = "") -> Any:
+    """The ``full`` pre-training run of ``preset`` as a :class:`vlbook.train.TrainConfig`:
+    VTM + MLM on the prepared corpus of ``preset["data"]["datasets"]`` with Sec. 4.1.2's
+    hyper-parameters (``warm_start_steps`` is the toy preset's, not a trainer setting)."""
+    return config_from_preset(preset["model"], {"name": "video_text", "kwargs": preset["data"]},
+                              preset["train"], seed=seed, output_dir=str(output_dir),
+                              ignore=("warm_start_steps",))
+
+
+# --------------------------------------------------------------------------------------------
+# chapter helpers: synthetic data, short pre-training runs, zero-shot evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def synthetic_datasets(
+    preset: Mapping[str, Any], root: str | Path | None = None, cache_train: bool = True
+) -> dict[str, Any]:
+    """The synthetic benchmark of ``preset["data"]``: pre-training pairs, held-out pairs, MC.
+
+    Returns ``{"root", "tokenizer", "train", "test_pairs", "test_mc"}``; ``train`` is wrapped in
+    :class:`CachedClips` unless ``cache_train=False``. ``root``: the synthetic folder (default:
+    ``ensure_synthetic(preset["data"]["synthetic"])``).
+    """
+    data = preset["data"]
+    root = Path(root) if root else ensure_synthetic(data["synthetic"])
+    tokenizer = load_tokenizer(root / "tokenizer")
+    common = dict(num_frames=data["num_frames"], size=data["size"], tokenizer=tokenizer,
+                  max_len=data["max_len"])
+    train = build_dataset("video_text", annotation=annotation_path(root, "retrieval", "train"),
+                          split="train", **common)
+    return {
+        "root": root,
+        "tokenizer": tokenizer,
+        "train": CachedClips(train) if cache_train else train,
+        "test_pairs": build_dataset("video_text", annotation=annotation_path(root, "retrieval",
+                                                                               "test"),
+                                    split="test", **common),
+        "test_mc": build_dataset("video_mc", annotation=annotation_path(root, "mc", "test"),
+                                 split="test", **common),
+    }
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """A ``video_text`` dataset whose decoded clips are kept in memory after the first read.
+
+    Each clip's frames are decoded once (the frames of that first draw are reused at later
+    epochs: no temporal jitter); the caption is still drawn anew at every access. Used by the
+    toy runs, where decoding would cost as much as the model.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.videos: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index not in self.videos:
+            sample = self.dataset[index]
+            if not sample["skipped"]:
+                self.videos[index] = sample["video"]
+            return sample
+        rec_index, sub = self.dataset.items[index]
+        fields = self.dataset._fields(self.dataset.records[rec_index], sub,
+                                      self.dataset._rng(index))
+        return {"video": self.videos[index], "video_index": rec_index, **fields, "skipped": []}
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.dataset.collate(samples)
+
+
+def model_variant(model: AllInOne, **changes: Any) -> AllInOne:
+    """A copy of ``model`` (same weights) with config fields changed, e.g. ``temporal``.
+
+    Only fields that do not change parameter shapes are allowed (temporal mode, rolling
+    settings, objective weights ...): the ablations continue from one shared checkpoint.
+    """
+    shape_fields = {"embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "image_size",
+                    "patch_size", "channels", "num_frames", "distilled", "vocab_size",
+                    "max_text_len", "type_vocab_size", "num_answers", "qa_hidden", "num_classes"}
+    bad = sorted(set(changes) & shape_fields)
+    if bad:
+        raise ValueError(f"model_variant: {bad} change parameter shapes; build a new model")
+    new_config = replace(model.config, **changes)  # validated by __post_init__
+    copied = copy.deepcopy(model)
+    copied.config = new_config
+    return copied
+
+
+def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: Any) -> AllInOne:
+    """The preset's model, sized to the tokenizer's vocabulary, with its mask ids."""
+    spec = preset["model"]
+    kwargs = {**spec.get("kwargs", {}), "vocab_size": len(tokenizer),
+              "max_text_len": max(preset["data"]["max_len"], 8), **overrides}
+    model = create_model(spec["name"], **kwargs)
+    model.set_tokenizer(tokenizer)
+    return model
+
+
+def pretrain(
+    model: AllInOne, dataset: Any, preset: Mapping[str, Any], *, steps: int | None = None,
+    run_name: str = "allinone", seed: int = 0, log_every: int = 25,
+) -> Any:
+    """A short VTM + MLM pre-training run with vlbook's trainer (in process)."""
+    t = preset["train"]
+    steps = steps or t["steps"]
+    config = TrainConfig(
+        model={"name": "allinone_toy"}, data={"name": "video_text"},
+        global_batch_size=t["batch_size"], lr=t["lr"], weight_decay=t["weight_decay"],
+        betas=tuple(t["betas"]), schedule=t["schedule"],
+        warmup_steps=min(t["warmup_steps"], max(steps // 10, 0)),
+        total_steps=steps, seed=seed, output_dir=str(runs_root() / "allinone" / run_name),
+        resume="never", checkpoint_every=0, checkpoint_on_stop=False, log_every=log_every,
+        progress_bar=False, tensorboard=False,
+    )
+    return train(config, model=model, dataset=dataset)
+
+
+def _loader(dataset: Any, max_items: int | None, batch_size: int) -> Any:
+    if max_items is not None and max_items < len(dataset):
+        dataset = Subset(dataset, range(max_items))
+    collate = getattr(getattr(dataset, "dataset", dataset), "collate", None)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+@torch.no_grad()
+def evaluate_vtm(model: AllInOne, dataset: Any, max_items: int | None = None,
+                 batch_size: int = 32, seed: int = 0) -> dict[str, float]:
+    """Held-out VTM accuracy (each caption with its clip and with another, chance 0.5) and
+    MLM accuracy on masked held-out captions (chance 1 / vocabulary)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    correct = total = mlm_hits = mlm_total = 0
+    for batch in _loader(dataset, max_items, batch_size):
+        video, ids, mask = batch["video"], batch["input_ids"], batch["attention_mask"]
+        b = ids.shape[0]
+        if b < 2:
+            continue
+        other = (torch.arange(b) + torch.randint(1, b, (b,), generator=gen)) % b
+        match = model.match_logits(video, ids, mask).argmax(-1)
+        mismatch = model.match_logits(video[other], ids, mask).argmax(-1)
+        correct += int((match == 1).sum()) + int((mismatch == 0).sum())
+        total += 2 * b
+        masking = model.mask_text(ids, mask, generator=gen)
+        picked = masking.labels != -100
+        if bool(picked.any()):
+            out = model.forward_joint(video, masking.input_ids, mask)
+            predicted = model.mlm_head(out.text_hidden).argmax(-1)
+            mlm_hits += int((predicted == masking.labels)[picked].sum())
+            mlm_total += int(picked.sum())
+    return {"vtm_accuracy": correct / max(total, 1), "pairs": total,
+            "mlm_accuracy": mlm_hits / max(mlm_total, 1), "mlm_chance": 1 / model.config.vocab_size}
+
+
+TEMPORAL_OPTION_ATTRIBUTES: tuple[str, ...] = TEMPORAL_ATTRIBUTES
+
+
+@torch.no_grad()
+def evaluate_multiple_choice(model: AllInOne, dataset: Any, max_items: int | None = None,
+                             batch_size: int = 16) -> dict[str, float]:
+    """Zero-shot multiple choice by VTM (Sec. 4.2.2, Table 8): all options and temporal subset.
+
+    ``temporal``: the true caption against its temporal distractors only (opposite motion,
+    swapped order; options whose ``option_attributes`` is ``motion``/``order``) — a single
+    frame cannot decide them. ``pair_<attribute>``: how often the true caption outscores the
+    distractor that differs from it in that one attribute (chance 0.5), and
+    ``pair_temporal`` the same over the motion and order distractors together. Each distractor
+    is a near-copy of the truth, so a model that only knows colours wins the colour pair but
+    must then win coin flips against the other four: 5-way accuracy can fall *below* 1/5.
+    Returns accuracies and their chance levels.
+    """
+    model.eval()
+    hits_temporal = chance_temporal = 0.0
+    scores, labels, attributes = [], [], []
+    for batch in _loader(dataset, max_items, batch_size):
+        out = model.score_options(batch["video"], batch["option_ids"], batch["option_mask"])
+        for i, attrs in enumerate(batch["option_attributes"]):
+            keep = torch.tensor([a is None or a in TEMPORAL_OPTION_ATTRIBUTES for a in attrs])
+            temporal_scores = out.scores[i].masked_fill(~keep, float("-inf"))
+            hits_temporal += float(int(temporal_scores.argmax()) == int(batch["label"][i]))
+            chance_temporal += 1.0 / int(keep.sum())
+        scores.append(out.scores)
+        labels.append(batch["label"])
+        attributes += list(batch["option_attributes"])
+    n = float(len(attributes))
+    breakdown = multiple_choice_breakdown(torch.cat(scores), torch.cat(labels), attributes,
+                                          temporal=TEMPORAL_OPTION_ATTRIBUTES, units="fraction")
+    hits_all = float((torch.cat(scores).argmax(1) == torch.cat(labels)).sum())
+    pair_accuracy = {f"pair_{k[len('pairwise/'):]}": v for k, v in breakdown.items()
+                     if k.startswith("pairwise/")}
+    n = max(n, 1.0)
+    return {"mc_accuracy": hits_all / n, "mc_chance": 1 / 5, "mc_temporal_accuracy":
+            hits_temporal / n, "mc_temporal_chance": chance_temporal / n, **pair_accuracy,
+            "items": n}
+
+
+# --------------------------------------------------------------------------------------------
+# the chapter
+# --------------------------------------------------------------------------------------------
+
+_ALLINONE_VARIANTS = ("allinone_tiny", "allinone_small", "allinone_base")
+_TABLE8A = ("single frame", "time average", "time average ‡", "channel shift", "flatten",
+            "token rolling")
+
+
+def _rows(paper: str, table: str, metric: str, rows: tuple[str, ...]) -> tuple[RowKey, ...]:
+    return tuple((paper, table, row, metric) for row in rows)
+
+
+#: The ledger rows the chapter writes at every scale.
+LEDGER_ROWS: tuple[RowKey, ...] = (
+    *_rows("All-in-one", "Table 1", "params (M)", _ALLINONE_VARIANTS),
+    *_rows("E-ViLM", "Table 1", "GFLOPs", _ALLINONE_VARIANTS),
+    ("All-in-one", "Table 4a", "zero-shot MC (synthetic)", "accuracy"),
+    *_rows("All-in-one", "Table 8a", "zero-shot MC (LSMDC)", _TABLE8A),
+)
+
+CHAPTER = register_chapter(Chapter(
+    name="allinone",
+    title="All-in-one: one transformer and temporal token rolling",
+    order=4,
+    toy_models=("allinone_toy",),
+    paper_models=_ALLINONE_VARIANTS,
+    ledger_rows=LEDGER_ROWS,
+    module=__name__,
+    # no paper_params_m: Table 1's 12 / 33 / 110 M (PAPER_PARAMS_M) leave out the MLM head,
+    # the VTC projections and the downstream heads (AllInOne.table1_parameter_count), so they
+    # are not comparable with a count of every parameter
+))
