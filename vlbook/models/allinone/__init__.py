@@ -8,74 +8,9 @@ variants of Table 1 (registered on import). The chapter (presets, data, evaluati
 
 from __future__ import annotations
 
-from vlbook.models.allinone.convert import (
-    ConversionResult,
-    convert_official_state_dict,
-    load_official_checkpoint,
-    load_timm_backbone,
-)
-from vlbook.models.allinone.modeling import (
-    INITS,
-    ROLL_LAYOUTS,
-    ROLL_SELECTIONS,
-    TEMPORAL_MODES,
-    AllInOne,
-    AllInOneConfig,
-    AllInOneOutput,
-    MLMHead,
-    MLMTransform,
-    MultipleChoiceOutput,
-    PatchEmbed,
-    Pooler,
-    RollingPlan,
-    TextEmbeddings,
-    VisionBackbone,
-    VTMHead,
-    channel_shift,
-    rolled_share,
-    rolling_plan,
-    temporal_roll,
-    word_ids_from_continuations,
-)
-from vlbook.models.allinone.variants import (
-    PAPER_PARAMS_M,
-    TIMM_BACKBONES,
-    allinone_base,
-    allinone_small,
-    allinone_tiny,
-    allinone_toy,
-)
+from vlbook.models.allinone import convert, modeling, variants
+from vlbook.models.allinone.convert import *  # noqa: F403
+from vlbook.models.allinone.modeling import *  # noqa: F403
+from vlbook.models.allinone.variants import *  # noqa: F403  (importing it registers the variants)
 
-__all__ = [
-    "INITS",
-    "PAPER_PARAMS_M",
-    "ROLL_LAYOUTS",
-    "ROLL_SELECTIONS",
-    "TEMPORAL_MODES",
-    "TIMM_BACKBONES",
-    "AllInOne",
-    "AllInOneConfig",
-    "AllInOneOutput",
-    "ConversionResult",
-    "MLMHead",
-    "MLMTransform",
-    "MultipleChoiceOutput",
-    "PatchEmbed",
-    "Pooler",
-    "RollingPlan",
-    "TextEmbeddings",
-    "VTMHead",
-    "VisionBackbone",
-    "allinone_base",
-    "allinone_small",
-    "allinone_tiny",
-    "allinone_toy",
-    "channel_shift",
-    "convert_official_state_dict",
-    "load_official_checkpoint",
-    "load_timm_backbone",
-    "rolled_share",
-    "rolling_plan",
-    "temporal_roll",
-    "word_ids_from_continuations",
-]
+__all__ = [*modeling.__all__, *convert.__all__, *variants.__all__]

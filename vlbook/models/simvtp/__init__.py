@@ -8,60 +8,9 @@
 
 from __future__ import annotations
 
-from vlbook.models.simvtp.convert import (
-    ENCODER_INITIALISATIONS,
-    ConversionResult,
-    convert_timm_vit_state_dict,
-    convert_videomae_state_dict,
-    initialise_encoder,
-    load_bert_embeddings,
-    load_timm_vit_encoder,
-    load_videomae_encoder,
-)
-from vlbook.models.simvtp.modeling import (
-    DECODER_TYPES,
-    POOLINGS,
-    TEXT_REPLACEMENTS,
-    VTM_NEGATIVES,
-    BlockStack,
-    JointOutput,
-    MultipleChoiceOutput,
-    SimVTP,
-    SimVTPConfig,
-    SimVTPOutput,
-    TextDecoder,
-    TextEmbeddings,
-    VideoDecoder,
-    VideoMasking,
-    encoder_flops_ratio,
-)
-from vlbook.models.simvtp.variants import REFERENCE_PARAMS_M, simvtp_base, simvtp_toy
+from vlbook.models.simvtp import convert, modeling, variants
+from vlbook.models.simvtp.convert import *  # noqa: F403
+from vlbook.models.simvtp.modeling import *  # noqa: F403
+from vlbook.models.simvtp.variants import *  # noqa: F403  (importing it registers the variants)
 
-__all__ = [
-    "DECODER_TYPES",
-    "ENCODER_INITIALISATIONS",
-    "POOLINGS",
-    "REFERENCE_PARAMS_M",
-    "TEXT_REPLACEMENTS",
-    "VTM_NEGATIVES",
-    "BlockStack",
-    "ConversionResult",
-    "JointOutput",
-    "MultipleChoiceOutput",
-    "SimVTP",
-    "SimVTPConfig",
-    "SimVTPOutput",
-    "TextDecoder",
-    "TextEmbeddings",
-    "VideoDecoder",
-    "VideoMasking",
-    "convert_timm_vit_state_dict",
-    "convert_videomae_state_dict",
-    "encoder_flops_ratio",
-    "initialise_encoder",
-    "load_bert_embeddings",
-    "load_timm_vit_encoder",
-    "load_videomae_encoder",
-    "simvtp_base",
-    "simvtp_toy",
-]
+__all__ = [*modeling.__all__, *convert.__all__, *variants.__all__]

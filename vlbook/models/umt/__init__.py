@@ -8,64 +8,9 @@
 
 from __future__ import annotations
 
-from vlbook.models.umt.convert import (
-    ConversionResult,
-    convert_official_state_dict,
-    load_bert_weights,
-    load_official_checkpoint,
-)
-from vlbook.models.umt.modeling import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MASK_TYPES,
-    STUDENT_ATTENTION,
-    UMT,
-    HFCLIPTeacher,
-    MultipleChoiceOutput,
-    TeacherOutput,
-    ToyCLIP,
-    ToyCLIPConfig,
-    UMTConfig,
-    UMTOutput,
-    UMTStage2Output,
-    student_parameter_count,
-)
-from vlbook.models.umt.variants import (
-    CLIP_TEACHERS,
-    PAPER_GFLOPS,
-    PAPER_PARAMS_M,
-    umt_base,
-    umt_large,
-    umt_toy,
-)
+from vlbook.models.umt import convert, modeling, variants
+from vlbook.models.umt.convert import *  # noqa: F403
+from vlbook.models.umt.modeling import *  # noqa: F403
+from vlbook.models.umt.variants import *  # noqa: F403  (importing it registers the variants)
 
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "CLIP_TEACHERS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "MASK_TYPES",
-    "PAPER_GFLOPS",
-    "PAPER_PARAMS_M",
-    "STUDENT_ATTENTION",
-    "UMT",
-    "ConversionResult",
-    "HFCLIPTeacher",
-    "MultipleChoiceOutput",
-    "TeacherOutput",
-    "ToyCLIP",
-    "ToyCLIPConfig",
-    "UMTConfig",
-    "UMTOutput",
-    "UMTStage2Output",
-    "convert_official_state_dict",
-    "load_bert_weights",
-    "load_official_checkpoint",
-    "student_parameter_count",
-    "umt_base",
-    "umt_large",
-    "umt_toy",
-]
+__all__ = [*modeling.__all__, *convert.__all__, *variants.__all__]

@@ -9,48 +9,9 @@ official MMPT checkpoint loaders, :mod:`~vlbook.models.vlm.variants` the named v
 
 from __future__ import annotations
 
-from vlbook.models.vlm.convert import (
-    VLMConversionResult,
-    convert_mmpt_state_dict,
-    default_weights_dir,
-    load_bert_weights,
-    load_mmpt_checkpoint,
-    mmpt_names,
-)
-from vlbook.models.vlm.modeling import (
-    ATTENTION_MODES,
-    DIRECTIONS,
-    LOSSES,
-    VLM,
-    ToyFrameEncoder,
-    VideoTokenMLP,
-    VLMConfig,
-    VLMEncoding,
-    VLMPretrainOutput,
-    attention_mask_for,
-    sliding_windows,
-)
-from vlbook.models.vlm.variants import PAPER_PARAMS_M, vlm_base, vlm_toy
+from vlbook.models.vlm import convert, modeling, variants
+from vlbook.models.vlm.convert import *  # noqa: F403
+from vlbook.models.vlm.modeling import *  # noqa: F403
+from vlbook.models.vlm.variants import *  # noqa: F403  (importing it registers the variants)
 
-__all__ = [
-    "ATTENTION_MODES",
-    "DIRECTIONS",
-    "LOSSES",
-    "PAPER_PARAMS_M",
-    "VLM",
-    "ToyFrameEncoder",
-    "VLMConfig",
-    "VLMConversionResult",
-    "VLMEncoding",
-    "VLMPretrainOutput",
-    "VideoTokenMLP",
-    "attention_mask_for",
-    "convert_mmpt_state_dict",
-    "default_weights_dir",
-    "load_bert_weights",
-    "load_mmpt_checkpoint",
-    "mmpt_names",
-    "sliding_windows",
-    "vlm_base",
-    "vlm_toy",
-]
+__all__ = [*modeling.__all__, *convert.__all__, *variants.__all__]
