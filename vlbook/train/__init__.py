@@ -25,7 +25,7 @@ from vlbook.train.config import (
 from vlbook.train.launch import LaunchError, launch, launch_command, run_training
 from vlbook.train.optim import build_optimizer, param_groups
 from vlbook.train.schedules import build_scheduler, lr_multiplier
-from vlbook.train.trainer import TrainResult, resolve_run_dir, train
+from vlbook.train.trainer import ResumeError, TrainResult, WriteError, resolve_run_dir, train
 
 __all__ = [
     "BatchPlan",
@@ -33,8 +33,10 @@ __all__ = [
     "ComponentSpec",
     "ConfigError",
     "LaunchError",
+    "ResumeError",
     "TrainConfig",
     "TrainResult",
+    "WriteError",
     "build_optimizer",
     "build_scheduler",
     "config_from_preset",

@@ -91,6 +91,9 @@ class TrainConfig:
     checkpoint_on_stop: bool = True
     keep_checkpoints: int = 2
     resume: str = "auto"
+    # start again from step 0 although the output folder holds an earlier run: its
+    # checkpoints, metrics.csv and result.json are moved into <output_dir>/previous-<time>/
+    fresh_start: bool = False
     log_every: int = 10
     progress_bar: bool = True
     tensorboard: bool = True
@@ -139,6 +142,10 @@ class TrainConfig:
             raise ConfigError(
                 f"resume={self.resume!r}: expected one of {RESUME_MODES} or an existing "
                 "checkpoint directory"
+            )
+        if self.fresh_start and self.resume not in RESUME_MODES:
+            raise ConfigError(
+                f"fresh_start=true and resume={self.resume!r}: set one of the two"
             )
         if self.global_batch_size < 1:
             raise ConfigError(f"global_batch_size={self.global_batch_size}; expected >= 1")

@@ -109,9 +109,9 @@ def launch(
     # The launched processes log plain lines (a progress bar does not stream through a pipe).
     launched = config.with_overrides({"output_dir": str(run_dir), "progress_bar": False})
     config_path = launched.save(run_dir / "config.yaml")
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        result_path.unlink()
+    # result.json is not removed beforehand: a run that exits 0 has either written it or, when
+    # the run was already complete, left the existing one unchanged on purpose (the trainer
+    # logs "run complete at step N ...; nothing to do"); a failed run raises below.
     cmd, launch_env = launch_command(
         config_path,
         num_processes=num_processes,

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -77,6 +78,8 @@ class TrainResult:
     resumed_from: str | None = None
     last_checkpoint: str | None = None
     weights_sha256: list[str] = field(default_factory=list)
+    # where an earlier run's metrics/checkpoints/result were moved when this one started afresh
+    previous_run: str | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +97,100 @@ class TrainResult:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the run wrote no result (did it fail?)")
         return cls.from_dict(json.loads(path.read_text()))
+
+
+class ResumeError(RuntimeError):
+    """The output folder holds an earlier run that cannot be resumed (nothing is changed)."""
+
+
+class WriteError(RuntimeError):
+    """A checkpoint, ``metrics.csv`` or ``result.json`` could not be written (disk full?)."""
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _write_error(what: str, path: Path, err: BaseException, hint: str = "") -> WriteError:
+    """A :class:`WriteError` naming ``path``, its filesystem and the free space there."""
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+        disk = (f"the filesystem at {_mount_point(folder)} (holding {folder}) has "
+                f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.1f} MB")
+    except OSError as usage_err:
+        disk = f"the free space of {folder} is unknown ({usage_err})"
+    return WriteError(
+        f"writing {what} to {path} failed ({type(err).__name__}: {err}); {disk}. "
+        + (hint or "Free some space (or write to another output_dir) and rerun.")
+    )
+
+
+def _scan_checkpoints(ckpt_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the newer ones refused (with the reason)."""
+    refused: list[tuple[Path, str]] = []
+    for path in reversed(ckpt.list_checkpoints(ckpt_dir)):
+        try:
+            ckpt.verify_checkpoint(path)
+        except ckpt.CheckpointError as err:
+            refused.append((path, str(err)))
+            continue
+        return path, refused
+    return None, refused
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name[len(ckpt.PREFIX):])
+
+
+def _archive_previous_run(run_dir: Path, ckpt_dir: Path) -> Path | None:
+    """Move an earlier run's metrics.csv, result.json and checkpoints into ``previous-<time>/``.
+
+    Nothing is deleted; returns the folder, or ``None`` when there was nothing to move.
+    """
+    items = [run_dir / "metrics.csv", run_dir / "result.json", ckpt_dir]
+    present = [p for p in items
+               if (p.is_file() and p.stat().st_size > 0) or (p.is_dir() and any(p.iterdir()))]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = run_dir / f"previous-{stamp}", 1
+    while target.exists():
+        n += 1
+        target = run_dir / f"previous-{stamp}-{n}"
+    target.mkdir()
+    for item in present:
+        os.replace(item, target / item.name)
+    return target
+
+
+def _last_logged_losses(rows: list[dict[str, Any]], step: int) -> dict[str, float]:
+    """The training losses of the last metrics row at or before ``step`` (CSV strings)."""
+    skip = {"step", "epoch", "samples_seen", "lr", "elapsed_s"}
+    for row in reversed(rows):
+        if int(row["step"]) <= step and row.get("loss") not in (None, ""):
+            return {k: float(v) for k, v in row.items()
+                    if k not in skip and not k.startswith("eval/") and v not in (None, "")}
+    return {}
+
+
+def _completed_result(run_dir: Path, checkpoint: Path, total_steps: int) -> TrainResult | None:
+    """The run's ``result.json`` when it finished at ``checkpoint`` (>= ``total_steps``)."""
+    step = _checkpoint_step(checkpoint)
+    if step < total_steps:
+        return None
+    try:
+        result = TrainResult.load(run_dir)
+    except (OSError, ValueError, TypeError):
+        return None
+    if result.finished and result.steps == step:
+        return result
+    return None
 
 
 def resolve_run_dir(config: TrainConfig) -> Path:
@@ -117,11 +214,14 @@ class MetricsLog:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            if self.columns:
-                writer.writeheader()
-                writer.writerows(self.rows)
+        try:
+            with self.path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
+                if self.columns:
+                    writer.writeheader()
+                    writer.writerows(self.rows)
+        except OSError as err:
+            raise _write_error("the metrics log", self.path, err) from err
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -130,8 +230,11 @@ class MetricsLog:
             self.columns += new
             self._rewrite()
             return
-        with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
+        try:
+            with self.path.open("a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
+        except OSError as err:
+            raise _write_error("the metrics log", self.path, err) from err
 
 
 def weights_checksum(model: nn.Module) -> str:
@@ -187,6 +290,14 @@ def train(
     ``model``/``dataset``/``eval_fn`` given here replace the ones the config names (handy in
     notebooks; a launched run can only use what the config names). Works unchanged under
     ``accelerate launch`` (each process runs this function).
+
+    Nothing of an earlier run in the same output folder is lost: with ``resume="auto"`` it is
+    resumed from its newest valid checkpoint; a finished run is returned as it is (its
+    ``result.json``, nothing trained or written); when it has checkpoints but none is valid
+    :class:`ResumeError` is raised. Starting again from step 0 (``fresh_start=True``,
+    ``resume="never"``, or no checkpoint yet) moves the earlier ``metrics.csv``,
+    ``result.json`` and checkpoints into ``<run_dir>/previous-<time>/``. A failed write
+    (disk full) raises :class:`WriteError` naming the file and the free space.
     """
     from accelerate.utils import set_seed
 
@@ -195,9 +306,38 @@ def train(
     main = accelerator.is_main_process
     run_dir = resolve_run_dir(config)
     ckpt_dir = run_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ what to resume
+    refused: list[tuple[Path, str]] = []
+    if config.fresh_start or config.resume == "never":
+        resume_path = None
+    elif config.resume == "auto":
+        resume_path, refused = _scan_checkpoints(ckpt_dir)
+        if resume_path is None and refused:
+            found = "\n".join(f"  - {p.name}: {why}" for p, why in refused)
+            raise ResumeError(
+                f"cannot resume the run in {run_dir}: none of its {len(refused)} checkpoint(s) "
+                f"in {ckpt_dir} is valid:\n{found}\nNothing was changed. To start again from "
+                "step 0 (the earlier metrics.csv, result.json and checkpoints are moved into "
+                f"{run_dir}/previous-<time>/), set fresh_start=true (CLI: -o fresh_start=true; "
+                "Python: config.with_overrides({'fresh_start': True})), or use another "
+                "output_dir."
+            )
+        for path, why in refused:
+            warnings.warn(f"skipping invalid checkpoint {path.name}: {why}", stacklevel=2)
+    else:
+        resume_path = Path(config.resume)
+    accelerator.wait_for_everyone()
+    previous_run = None
     if main:
+        if resume_path is None:
+            previous_run = _archive_previous_run(run_dir, ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
+        if previous_run is not None:
+            moved = ", ".join(sorted(p.name for p in previous_run.iterdir()))
+            print(f"[vlbook.train] starting {run_dir} from step 0: the earlier run's {moved} "
+                  f"moved to {previous_run}", flush=True)
     accelerator.wait_for_everyone()
 
     set_seed(config.seed)
@@ -228,6 +368,17 @@ def train(
         total_steps = config.total_steps
     else:
         total_steps = max(1, math.ceil(float(config.epochs) * steps_per_epoch))
+    if config.resume == "auto" and resume_path is not None:
+        done = _completed_result(run_dir, resume_path, total_steps)
+        if done is not None:
+            if main:
+                print(f"[vlbook.train] run complete at step {done.steps}: {resume_path}; "
+                      "nothing to do", flush=True)
+            state, _ = ckpt.load_checkpoint(resume_path, rank=accelerator.process_index)
+            model.load_state_dict(state["model"])
+            done.model = model
+            accelerator.end_training()
+            return done
     warmup_steps = (config.warmup_steps if config.warmup_epochs is None
                     else math.ceil(float(config.warmup_epochs) * steps_per_epoch))
 
@@ -255,12 +406,6 @@ def train(
 
     # ------------------------------------------------------------------ resume
     start_step, resumed_from = 0, None
-    if config.resume == "auto":
-        resume_path = ckpt.latest_checkpoint(ckpt_dir)
-    elif config.resume == "never":
-        resume_path = None
-    else:
-        resume_path = Path(config.resume)
     rng_to_restore = None
     if resume_path is not None:
         state, rng_to_restore = ckpt.load_checkpoint(resume_path, rank=accelerator.process_index)
@@ -303,12 +448,29 @@ def train(
 
         progress = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
+    def write_failed(step: int, tmp: Path, file: Path, err: BaseException) -> WriteError:
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space of the partial copy back
+        kept = [p.name for p in ckpt.list_checkpoints(ckpt_dir)]
+        return _write_error(
+            f"checkpoint {ckpt.checkpoint_name(step)}", file, err,
+            f"The partial copy was removed; the earlier checkpoints are untouched "
+            f"({', '.join(kept) or 'none'}). Free some space (or lower keep_checkpoints, or "
+            "use another output_dir) and rerun: the run resumes from the newest one.",
+        )
+
     def save(step: int, epoch: int) -> Path:
         tmp = ckpt.tmp_dir_for(ckpt_dir, step)
         if main:
-            ckpt.begin_checkpoint(ckpt_dir, step)
+            try:
+                ckpt.begin_checkpoint(ckpt_dir, step)
+            except OSError as err:
+                raise write_failed(step, tmp, tmp, err) from err
         accelerator.wait_for_everyone()
-        ckpt.write_rng(tmp, accelerator.process_index)
+        try:
+            ckpt.write_rng(tmp, accelerator.process_index)
+        except (OSError, RuntimeError) as err:
+            raise write_failed(step, tmp, tmp / f"rng-rank{accelerator.process_index}.pt",
+                               err) from err
         accelerator.wait_for_everyone()
         if main:
             state = {
@@ -324,8 +486,14 @@ def train(
                 "batch_plan": asdict(plan),
                 "config": config.to_dict(),
             }
-            ckpt.write_state(tmp, state)
-            ckpt.finish_checkpoint(ckpt_dir, step, keep=config.keep_checkpoints)
+            try:
+                ckpt.write_state(tmp, state)
+            except (OSError, RuntimeError) as err:
+                raise write_failed(step, tmp, tmp / ckpt.STATE, err) from err
+            try:
+                ckpt.finish_checkpoint(ckpt_dir, step, keep=config.keep_checkpoints)
+            except (OSError, RuntimeError) as err:
+                raise write_failed(step, tmp, tmp / ckpt.MANIFEST, err) from err
         accelerator.wait_for_everyone()
         return ckpt_dir / ckpt.checkpoint_name(step)
 
@@ -444,6 +612,11 @@ def train(
     from accelerate.utils import gather_object
 
     checksums = gather_object([weights_checksum(unwrapped)])
+    if steps_this_run == 0 and resume_path is not None:
+        # resumed at the end (e.g. killed after the final checkpoint, before result.json)
+        last_checkpoint = last_checkpoint or resume_path
+        if main and not final_losses:
+            final_losses = _last_logged_losses(metrics_log.rows, step)
     result = TrainResult(
         run_dir=str(run_dir),
         steps=step,
@@ -463,11 +636,15 @@ def train(
         resumed_from=resumed_from,
         last_checkpoint=str(last_checkpoint) if last_checkpoint else None,
         weights_sha256=list(checksums),
+        previous_run=str(previous_run) if previous_run else None,
     )
     if main:
         tmp = run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(result.to_dict(), indent=1))
-        os.replace(tmp, run_dir / "result.json")
+        try:
+            tmp.write_text(json.dumps(result.to_dict(), indent=1))
+            os.replace(tmp, run_dir / "result.json")
+        except OSError as err:
+            raise _write_error("the run's result", run_dir / "result.json", err) from err
     result.model = unwrapped
     accelerator.end_training()
     return result
@@ -477,7 +654,9 @@ __all__ = [
     "BatchPlan",
     "EvalFn",
     "MetricsLog",
+    "ResumeError",
     "TrainResult",
+    "WriteError",
     "resolve_run_dir",
     "train",
     "weights_checksum",
