@@ -9,6 +9,7 @@ and fails at load time naming file, line and field.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,41 @@ class AnnotationError(ValueError):
     """An annotation file is malformed; the message names file, line and field."""
 
 
+class AnnotationEncodingError(AnnotationError):
+    """An annotation file is not UTF-8; the message names file, line and byte offset."""
+
+
+#: Tasks whose records carry ``captions`` (text paired with a video, image or features).
+CAPTION_TASKS: tuple[str, ...] = ("retrieval", "caption", "image_text", "feature_text")
+
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """``data`` decoded as UTF-8, or :class:`AnnotationEncodingError` naming where it fails."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1)
+        raise AnnotationEncodingError(
+            f"{path}:{lineno}: not valid UTF-8 at byte offset {err.start} (byte {column} of "
+            f"line {lineno}: {data[err.start : err.start + 1]!r}); annotation files must be "
+            "UTF-8 encoded — re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+
+
+def _format_lines(lines: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(n) for n in lines[:limit])
+    return shown + (f", … ({len(lines) - limit} more)" if len(lines) > limit else "")
+
+
 def read_jsonl(path: str | Path, task: str | None = None) -> list[dict[str, Any]]:
     """Read a JSON Lines annotation file, checking the fields ``task`` requires.
 
-    Blank lines are ignored. Raises :class:`AnnotationError` on the first invalid line.
+    Blank lines are ignored. Raises :class:`AnnotationError` on the first invalid line
+    (:class:`AnnotationEncodingError`, naming line and byte offset, when the file is not
+    UTF-8). For the caption tasks (:data:`CAPTION_TASKS`) null, empty and whitespace-only
+    captions are removed and a record left without any is skipped; one warning names the
+    file and counts them with their line numbers.
     """
     path = Path(path)
     if task is not None and task not in TASK_FIELDS:
@@ -60,33 +92,76 @@ def read_jsonl(path: str | Path, task: str | None = None) -> list[dict[str, Any]
         raise FileNotFoundError(f"annotation file {path} does not exist")
     required = TASK_FIELDS.get(task, {}) if task else {}
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AnnotationError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-            if not isinstance(rec, dict):
+    skipped: list[int] = []  # lines of records left without any caption
+    trimmed: list[int] = []  # lines of records that lost some null/empty captions
+    text = decode_utf8(path.read_bytes(), path)
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AnnotationError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
+        if not isinstance(rec, dict):
+            raise AnnotationError(
+                f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
+            )
+        for field, types in required.items():
+            if field not in rec:
                 raise AnnotationError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
+                    f"{path}:{lineno}: record lacks required field {field!r} "
+                    f"(task {task!r} needs {', '.join(required)})"
                 )
-            for field, types in required.items():
-                if field not in rec:
-                    raise AnnotationError(
-                        f"{path}:{lineno}: record lacks required field {field!r} "
-                        f"(task {task!r} needs {', '.join(required)})"
-                    )
-                if not isinstance(rec[field], types) or isinstance(rec[field], bool):
-                    raise AnnotationError(
-                        f"{path}:{lineno}: field {field!r} should be "
-                        f"{' or '.join(t.__name__ for t in types)}, got "
-                        f"{type(rec[field]).__name__}"
-                    )
-            _check_task_values(path, lineno, task, rec)
-            records.append(rec)
+            if not isinstance(rec[field], types) or isinstance(rec[field], bool):
+                raise AnnotationError(
+                    f"{path}:{lineno}: field {field!r} should be "
+                    f"{' or '.join(t.__name__ for t in types)}, got "
+                    f"{type(rec[field]).__name__}"
+                )
+        if task in CAPTION_TASKS:
+            outcome = _drop_blank_captions(rec, task)
+            if outcome == "skip":
+                skipped.append(lineno)
+                continue
+            if outcome == "trimmed":
+                trimmed.append(lineno)
+        _check_task_values(path, lineno, task, rec)
+        records.append(rec)
+    if skipped or trimmed:
+        parts = []
+        if skipped:
+            parts.append(
+                f"skipped {len(skipped)} record(s) whose captions are all null or empty "
+                f"(line(s) {_format_lines(skipped)})"
+            )
+        if trimmed:
+            parts.append(
+                f"dropped null or empty captions from {len(trimmed)} record(s) "
+                f"(line(s) {_format_lines(trimmed)})"
+            )
+        warnings.warn(f"{path}: {'; '.join(parts)}", stacklevel=2)
     return records
+
+
+def _blank(caption: Any) -> bool:
+    return caption is None or (isinstance(caption, str) and not caption.strip())
+
+
+def _drop_blank_captions(rec: dict, task: str) -> str | None:
+    """Remove null / empty / whitespace-only captions from ``rec`` (with their ``starts`` /
+    ``ends`` for feature_text): ``"skip"`` when none is left, ``"trimmed"`` when some were
+    removed, ``None`` when all were kept. A null never becomes the string "None"."""
+    captions = rec["captions"]
+    keep = [i for i, c in enumerate(captions) if not _blank(c)]
+    if len(keep) == len(captions):
+        return None if captions else "skip"
+    if not keep:
+        return "skip"
+    rec["captions"] = [captions[i] for i in keep]
+    if task == "feature_text" and len(rec["starts"]) == len(rec["ends"]) == len(captions):
+        rec["starts"] = [rec["starts"][i] for i in keep]
+        rec["ends"] = [rec["ends"][i] for i in keep]
+    return "trimmed"
 
 
 def _check_task_values(path: Path, lineno: int, task: str | None, rec: dict) -> None:

@@ -21,7 +21,7 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
     from vlbook.data.synthetic import ensure_synthetic, read_manifest
 
     overrides = {k: v for k, v in (("seed", args.seed), ("workers", args.workers)) if v is not None}
-    root = ensure_synthetic(args.scale, root=args.root, **overrides)
+    root = ensure_synthetic(args.scale, root=args.root, overwrite=args.overwrite, **overrides)
     manifest = read_manifest(root) or {}
     print(
         f"synthetic {args.scale}: {root} ({manifest.get('generation_seconds', '?')} s to generate)"
@@ -51,8 +51,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from vlbook.data.verify import verify_dataset
 
     out = verify_dataset(args.root, backend=args.backend, full=args.full)
-    bad = sum(1 for line in out.read_text().splitlines() if line.strip())
-    print(f"{bad} bad file(s); quarantine list: {out}")
+    bad = sum(1 for line in out.read_text(encoding="utf-8").splitlines() if line.strip())
+    if out.suffix == ".new":  # the existing list could not be merged (see verify_dataset)
+        print(
+            f"{bad} bad file(s); {out.with_suffix('')} could not be merged (edited "
+            f"by hand?) and was left as it is; the new list is {out}: merge it by hand",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{bad} bad file(s) listed; quarantine list: {out}")
     return 0
 
 
@@ -110,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="output folder (default <data>/synthetic/SCALE)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a benchmark made with other settings (only the files it wrote)",
+    )
     p.set_defaults(fn=_cmd_synthetic)
     p = sub.add_parser("health", help="report available and missing datasets")
     p.add_argument("--root", default=None, help=f"data root (default {data_root()})")

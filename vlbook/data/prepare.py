@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import urllib.request
 from collections import Counter
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlbook.data.annotations import write_jsonl
+from vlbook.data.annotations import decode_utf8, write_jsonl
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -124,10 +125,17 @@ class ConversionSummary:
 
 
 class _Writer:
+    """Collects a converter's outputs; :meth:`finish` checks every target, then writes.
+
+    So a conversion that would replace one existing file (without ``overwrite``) writes
+    nothing at all, instead of stopping half-way with some targets already written.
+    """
+
     def __init__(self, root: Path, overwrite: bool, require_media: bool) -> None:
         self.root, self.overwrite, self.require_media = root, overwrite, require_media
         self.summary = ConversionSummary()
         self._exists: dict[str, bool] = {}
+        self._pending: dict[str, list[dict] | str] = {}
 
     def has_media(self, rel: str) -> bool:
         if not self.require_media:
@@ -142,10 +150,41 @@ class _Writer:
         return kept
 
     def write(self, name: str, records: list[dict], field_name: str | None = "video") -> None:
+        """Queue ``records`` for ``root/name`` (written by :meth:`finish`)."""
         if field_name:
             records = self.keep(records, field_name)
-        write_jsonl(self.root / name, records, overwrite=self.overwrite)
+        self._pending[name] = records
         self.summary.written[name] = len(records)
+
+    def write_text(self, name: str, text: str) -> None:
+        self._pending[name] = text
+
+    def finish(self) -> ConversionSummary:
+        """Write every queued target, after checking that none exists (unless overwrite)."""
+        if not self.overwrite:
+            existing = [str(self.root / n) for n in self._pending if (self.root / n).exists()]
+            if existing:
+                raise FileExistsError(
+                    f"{', '.join(existing)} exist(s); nothing was written (of "
+                    f"{len(self._pending)} target(s): {', '.join(self._pending)}). vlbook never "
+                    "overwrites existing files: pass overwrite=True / --overwrite, or move them"
+                )
+        for name, content in self._pending.items():
+            if isinstance(content, str):
+                target = self.root / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".tmp")
+                tmp.write_text(content, encoding="utf-8")
+                tmp.replace(target)
+            else:
+                write_jsonl(self.root / name, content, overwrite=self.overwrite)
+        self._pending.clear()
+        return self.summary
+
+
+def _text(value: Any) -> str:
+    """A caption as a stripped string; ``None`` (a null caption) becomes ``""``, not "None"."""
+    return "" if value is None else str(value).strip()
 
 
 def _find_video(root: Path, stem: Path) -> str:
@@ -159,12 +198,12 @@ def _find_video(root: Path, stem: Path) -> str:
 def _read_csv(path: Path, required: tuple[str, ...], delimiter: str = ",") -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        return list(reader)
+    text = decode_utf8(path.read_bytes(), path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
+    return list(reader)
 
 
 # --------------------------------------------------------------------------------------
@@ -192,13 +231,13 @@ def convert_webvid(
             {
                 "video": f"{video_dir}/{r['page_dir']}/{r['videoid']}.mp4",
                 "video_id": str(r["videoid"]),
-                "captions": [r["name"].strip()],
+                "captions": [_text(r["name"])],
             }
             for r in rows
         ]
         w.write(f"retrieval_{split}.jsonl", records)
     w.summary.notes.append("WebVid is no longer distributed; converted from a local copy")
-    return w.summary
+    return w.finish()
 
 
 def convert_msrvtt(
@@ -231,7 +270,8 @@ def convert_msrvtt(
     data = json.loads(data_path.read_text())
     captions: dict[str, list[str]] = {}
     for s in data.get("sentences", []):
-        captions.setdefault(s["video_id"], []).append(s["caption"].strip())
+        if _text(s.get("caption")):
+            captions.setdefault(s["video_id"], []).append(_text(s["caption"]))
 
     def video(vid: str) -> str:
         return _find_video(root, Path(video_dir) / vid)
@@ -263,7 +303,7 @@ def convert_msrvtt(
                 {
                     "video": video(r["video_id"]),
                     "video_id": r["video_id"],
-                    "captions": [r["sentence"].strip()],
+                    "captions": [_text(r["sentence"])],
                     "split_note": "MSR-VTT 1k-A (JSFusion)",
                 }
                 for r in rows
@@ -288,10 +328,7 @@ def convert_msrvtt(
     if qa_files["train"].is_file():
         counts = Counter(q["answer"] for q in json.loads(qa_files["train"].read_text()))
         vocab = [a for a, _ in counts.most_common(num_answers)]
-        answers = root / "answers.json"
-        if answers.exists() and not overwrite:
-            raise FileExistsError(f"{answers} exists; pass overwrite=True to replace it")
-        answers.write_text(json.dumps(vocab, indent=1))
+        w.write_text("answers.json", json.dumps(vocab, indent=1))
         for split, path in qa_files.items():
             if not path.is_file():
                 continue
@@ -328,7 +365,7 @@ def convert_msrvtt(
                     }
                 )
         w.write("mc_test.jsonl", recs)
-    return w.summary
+    return w.finish()
 
 
 def convert_youcook2(
@@ -363,7 +400,7 @@ def convert_youcook2(
                 {
                     "video": rel,
                     "video_id": f"{vid}_{a['id']}",
-                    "captions": [a["sentence"].strip()],
+                    "captions": [_text(a["sentence"])],
                     "start": float(a["segment"][0]),
                     "end": float(a["segment"][1]),
                 }
@@ -375,7 +412,7 @@ def convert_youcook2(
                 "duration": entry.get("duration"),
                 "steps": [
                     {
-                        "text": a["sentence"].strip(),
+                        "text": _text(a["sentence"]),
                         "start": a["segment"][0],
                         "end": a["segment"][1],
                     }
@@ -387,7 +424,7 @@ def convert_youcook2(
         w.write(f"caption_{split}.jsonl", clips[split])
         w.write(f"steps_{split}.jsonl", steps[split])
     w.write("retrieval_val.jsonl", clips["val"])
-    return w.summary
+    return w.finish()
 
 
 def convert_howto100m(
@@ -404,7 +441,7 @@ def convert_howto100m(
     w = _Writer(Path(root), overwrite, require_media)
     recs = []
     for vid, cap in data.items():
-        texts = [str(t).strip() for t in cap["text"]]
+        texts = [_text(t) for t in cap["text"]]
         if not (len(texts) == len(cap["start"]) == len(cap["end"])):
             raise ValueError(f"{caption_json}: video {vid}: start/end/text lengths differ")
         keep = [i for i, t in enumerate(texts) if t]
@@ -420,7 +457,7 @@ def convert_howto100m(
             }
         )
     w.write("feature_text_train.jsonl", w.keep(recs, "features"), field_name=None)
-    return w.summary
+    return w.finish()
 
 
 def convert_kinetics(
@@ -445,11 +482,7 @@ def convert_kinetics(
     first = next(iter(rows.values()))
     classes = sorted({r["label"] for r in first})
     index = {c: i for i, c in enumerate(classes)}
-    target = root / "classes.json"
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(classes, indent=1))
+    w.write_text("classes.json", json.dumps(classes, indent=1))
     for split, rs in rows.items():
         recs = []
         for r in rs:
@@ -471,7 +504,7 @@ def convert_kinetics(
                 }
             )
         w.write(f"classification_{split}.jsonl", recs)
-    return w.summary
+    return w.finish()
 
 
 def convert_video_list(
@@ -497,7 +530,7 @@ def convert_video_list(
                 {"video": f"{video_dir}/{rel}", "video_id": Path(rel).stem, "label": int(parts[-1])}
             )
         w.write(f"classification_{split}.jsonl", recs)
-    return w.summary
+    return w.finish()
 
 
 def convert_cc3m(
@@ -534,7 +567,7 @@ def convert_cc3m(
                     {"image": image, "image_id": f"{split}_{row:09d}", "captions": [caption]}
                 )
         w.write(f"image_text_{split}.jsonl", recs, field_name="image")
-    return w.summary
+    return w.finish()
 
 
 def prepare(

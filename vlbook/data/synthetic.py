@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -653,6 +654,7 @@ def generate(
     sequence_fraction: float = 0.5,
     workers: int | None = None,
     tokenizer_vocab_size: int = 1000,
+    overwrite: bool = False,
 ) -> Path:
     """Render the benchmark into ``root`` and return it.
 
@@ -661,6 +663,11 @@ def generate(
     on the text (``tokenizer/``) and, last, ``manifest.json`` (settings, counts, timing) which
     marks the folder complete. The work happens in a temporary sibling folder renamed into
     place, so a crash or a concurrent call never leaves a half-written benchmark at ``root``.
+
+    An existing benchmark at ``root`` made with other settings is replaced only with
+    ``overwrite=True`` (else :class:`SyntheticExistsError`), and then only the files its
+    manifest lists as written by the generator are removed: any other file is kept (and
+    reported with a warning). A folder without a manifest is never touched.
     """
     if size % 2:
         raise ValueError(f"size must be even (H.264 yuv420p), got {size}")
@@ -684,6 +691,7 @@ def generate(
         sequence_fraction,
     )
     root = Path(root)
+    _check_replaceable(root, cfg, overwrite)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -741,10 +749,14 @@ def generate(
         "generation_seconds": round(time.perf_counter() - started, 3),
         "workers": workers,
         "tasks": list(TASK_FILES),
+        # every file the generator wrote (relative paths): `overwrite` removes these only
+        "files": sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        + ["manifest.json"],
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if root.exists():
-        shutil.rmtree(root)
+        _replace_generated(root, tmp)
+        return root
     try:
         tmp.rename(root)
     except OSError:
@@ -753,6 +765,100 @@ def generate(
         else:
             raise
     return root
+
+
+class SyntheticExistsError(FileExistsError):
+    """A synthetic benchmark with other settings exists where a new one would be written."""
+
+
+def _settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}={old.get(k)!r} (requested {new.get(k)!r})" for k in keys)
+
+
+def _check_replaceable(root: Path, cfg: dict[str, Any], overwrite: bool) -> None:
+    manifest = read_manifest(root)
+    if manifest is None or overwrite:
+        return
+    old = manifest.get("settings") or {}
+    if old != cfg:
+        raise SyntheticExistsError(
+            f"{root} already holds a synthetic benchmark made with other settings: "
+            f"{_settings_diff(old, cfg)}. Nothing was changed. Write the new one elsewhere "
+            "(--root DIR / root=...), or replace it explicitly with --overwrite "
+            "(overwrite=True), which removes only the files the generator wrote and keeps "
+            "any other file."
+        )
+
+
+def _generated_files(root: Path) -> list[Path]:
+    """The files of ``root`` its manifest says the generator wrote.
+
+    Manifests older than the ``files`` list get the generator's own layout: the annotation
+    files, ``answers.json``, ``classes.json``, the tokenizer and the media the records name.
+    """
+    manifest = read_manifest(root) or {}
+    if isinstance(manifest.get("files"), list):
+        names = [str(n) for n in manifest["files"]]
+    else:
+        names = ["manifest.json", "answers.json", "classes.json"]
+        tokenizer = root / "tokenizer"
+        if tokenizer.is_dir():
+            names += [str(f.relative_to(root)) for f in tokenizer.rglob("*") if f.is_file()]
+        for task in TASK_FILES:
+            for split in ("train", "val", "test"):
+                name = f"{task}_{split}.jsonl"
+                names.append(name)
+                try:
+                    lines = (root / name).read_text(encoding="utf-8").splitlines()
+                except (OSError, UnicodeDecodeError):
+                    continue
+                for line in lines:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    for key in ("video", "image"):
+                        if isinstance(rec, dict) and isinstance(rec.get(key), str):
+                            names.append(rec[key])
+    out = []
+    base = root.resolve()
+    for name in dict.fromkeys(names):
+        path = (root / name).resolve()
+        if path.is_relative_to(base) and path.is_file():  # never outside the folder
+            out.append(root / name)
+    return out
+
+
+def _replace_generated(root: Path, tmp: Path) -> None:
+    """Replace the generator's files in ``root`` by those of ``tmp``; keep every other file."""
+    generated = {p.resolve() for p in _generated_files(root)}
+    new_files = sorted(f for f in tmp.rglob("*") if f.is_file() and f.name != "manifest.json")
+    new_files.append(tmp / "manifest.json")  # last: it marks the folder complete
+    for f in new_files:  # check before removing anything
+        dest = root / f.relative_to(tmp)
+        if (dest.exists() or dest.is_symlink()) and dest.resolve() not in generated:
+            raise SyntheticExistsError(
+                f"{dest} was not written by the generator, but the new benchmark needs that "
+                f"path; nothing in {root} was changed. The new benchmark is left in {tmp}."
+            )
+    (root / "manifest.json").unlink(missing_ok=True)  # incomplete until the new one lands
+    for path in generated:
+        path.unlink(missing_ok=True)
+    kept = sorted(
+        str(f.relative_to(root)) for f in root.rglob("*") if f.is_file() or f.is_symlink()
+    )
+    for f in new_files:
+        dest = root / f.relative_to(tmp)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if kept:
+        warnings.warn(
+            f"{root}: replaced the synthetic benchmark; kept {len(kept)} file(s) it had not "
+            f"written: {', '.join(kept[:20])}{' …' if len(kept) > 20 else ''}",
+            stacklevel=3,
+        )
 
 
 def read_manifest(root: str | Path) -> dict[str, Any] | None:
@@ -783,11 +889,15 @@ def is_complete(root: str | Path, settings: dict[str, Any] | None = None) -> boo
     )
 
 
-def ensure_synthetic(scale: str, root: str | Path | None = None, **overrides: Any) -> Path:
+def ensure_synthetic(
+    scale: str, root: str | Path | None = None, *, overwrite: bool = False, **overrides: Any
+) -> Path:
     """The benchmark of preset ``scale`` (``"smoke"`` or ``"toy"``), generated if needed.
 
     Lives in ``synthetic_root()/scale`` unless ``root`` is given; reused when its
-    ``manifest.json`` records the same settings, regenerated otherwise.
+    ``manifest.json`` records the same settings. A benchmark with other settings is
+    never replaced silently: :class:`SyntheticExistsError` names both settings unless
+    ``overwrite=True`` (which removes only the files the generator wrote).
     """
     if scale not in PRESETS:
         raise ValueError(
@@ -804,7 +914,7 @@ def ensure_synthetic(scale: str, root: str | Path | None = None, **overrides: An
             f"{root} exists, is not empty and is not a vlbook synthetic benchmark "
             "(no manifest.json); refusing to replace it"
         )
-    return generate(root, **params)
+    return generate(root, overwrite=overwrite, **params)
 
 
 def load_clips(root: str | Path, split: str) -> list[dict[str, Any]]:

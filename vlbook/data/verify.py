@@ -10,6 +10,9 @@ its files at load time, so a broken file costs one warning instead of a crash mi
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,7 +80,10 @@ def verify_dataset(
     full: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Check every media file of ``root``; write and return ``root/quarantine.jsonl``."""
+    """Check every media file of ``root``; merge the bad ones into ``root/quarantine.jsonl``.
+
+    Entries already in the list are never dropped (see :func:`write_quarantine`).
+    """
     root = Path(root).resolve()
     files = media_files(root)
     bad = []
@@ -91,8 +97,67 @@ def verify_dataset(
             bad.append({"path": rel, "reason": reason})
         if progress:
             progress(i + 1, len(files))
-    out = root / QUARANTINE_FILE
-    with out.open("w", encoding="utf-8") as fh:
-        for rec in bad:
-            fh.write(json.dumps(rec) + "\n")
+    return write_quarantine(root, bad)
+
+
+def _read_existing(path: Path) -> tuple[list[str], set[str]] | None:
+    """The lines of an existing quarantine list and the paths they name; ``None`` when a
+    line is not a ``{"path": ...}`` object (a hand edit that cannot be merged safely)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        return None
+    paths: set[str] = set()
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
+            return None
+        paths.add(rec["path"])
+    return lines, paths
+
+
+def _write_atomic(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(line + "\n" for line in lines)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_quarantine(root: str | Path, bad: list[dict]) -> Path:
+    """Merge ``bad`` into ``root/quarantine.jsonl`` and return the file written.
+
+    Every line already in the file is kept as it is (hand-added entries and entries for
+    files that now decode included); findings whose path is not listed yet are appended.
+    When the file holds a line that is not a ``{"path": ...}`` JSON object it is left
+    untouched and this run's findings go to ``quarantine.jsonl.new`` beside it (returned,
+    with a warning). Writes go to a temporary file renamed into place.
+    """
+    out = Path(root) / QUARANTINE_FILE
+    new = [json.dumps(rec) for rec in bad]
+    if not out.exists():
+        _write_atomic(out, new)
+        return out
+    existing = _read_existing(out)
+    if existing is None:
+        side = out.with_name(out.name + ".new")
+        _write_atomic(side, new)
+        warnings.warn(
+            f'{out} holds lines that are not {{"path": ...}} JSON objects (edited by hand?);'
+            f" it was left unchanged and this run's {len(new)} finding(s) were written to "
+            f"{side}: merge them by hand",
+            stacklevel=2,
+        )
+        return side
+    lines, paths = existing
+    added = [json.dumps(rec) for rec in bad if rec["path"] not in paths]
+    _write_atomic(out, lines + added)
     return out
