@@ -20,7 +20,7 @@ from vlbook.models import create_model, list_models
 PACKAGE = Path(__file__).resolve().parents[1] / "vlbook"
 #: what a model package may import from vlbook (issue: models sit below data, train, chapters)
 MODEL_IMPORTS = ("vlbook.nn", "vlbook.masking", "vlbook.losses", "vlbook.models",
-                 "vlbook.constants", "vlbook.registry", "vlbook.analysis")
+                 "vlbook.constants", "vlbook.registry", "vlbook.analysis", "vlbook.serialization")
 
 
 

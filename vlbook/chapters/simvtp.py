@@ -33,6 +33,7 @@ from vlbook.models import create_model
 from vlbook.models.simvtp import *  # noqa: F403
 from vlbook.models.simvtp import SimVTP, SimVTPConfig
 from vlbook.paths import runs_root
+from vlbook.serialization import safe_load
 from vlbook.train import config_from_preset
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +170,8 @@ class CachedClips(torch.utils.data.Dataset):
 def _cache_clips(annotation: Path, tokenizer: Any, num_frames: int, size: int, max_len: int,
                  max_items: int | None, cache_file: Path | None) -> dict[str, Any]:
     if cache_file is not None and cache_file.is_file():
-        return torch.load(cache_file, weights_only=False)
+        # plain tensors, lists and strings: no pickled code is allowed to run
+        return safe_load(cache_file, trust_hint="Delete it to have the clip cache rebuilt")
     dataset = build_dataset("video_text", annotation=annotation, split="test",
                             num_frames=num_frames, size=size, tokenizer=None, max_len=max_len)
     count = len(dataset) if max_items is None else min(max_items, len(dataset))

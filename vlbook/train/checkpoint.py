@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlbook.serialization import NUMPY_ARRAY_TYPES, safe_load
+
 MANIFEST = "manifest.json"
 STATE = "state.pt"
 PREFIX = "checkpoint-"
@@ -163,16 +165,22 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_checkpoint(path: str | Path, *, rank: int = 0) -> tuple[dict[str, Any], dict | None]:
+def load_checkpoint(
+    path: str | Path, *, rank: int = 0, trust: bool = False
+) -> tuple[dict[str, Any], dict | None]:
     """Verify then load ``(state, rng_state_of_rank)``; raise :class:`CheckpointError` if bad.
 
-    The RNG state is ``None`` when the checkpoint was written by fewer processes.
+    The RNG state is ``None`` when the checkpoint was written by fewer processes. Neither file
+    may run pickled code: the state holds tensors and plain containers, the RNG file also numpy
+    arrays (numpy's generator key); anything else raises
+    :class:`~vlbook.serialization.UnsafeCheckpointError` unless ``trust=True``.
     """
     path = Path(path)
     verify_checkpoint(path)
-    state = torch.load(path / STATE, map_location="cpu", weights_only=False)
+    state = safe_load(path / STATE, trust=trust)
     rng_file = path / f"rng-rank{rank}.pt"
-    rng = torch.load(rng_file, weights_only=False) if rng_file.is_file() else None
+    rng = (safe_load(rng_file, allow=NUMPY_ARRAY_TYPES, trust=trust, map_location=None)
+           if rng_file.is_file() else None)
     return state, rng
 
 

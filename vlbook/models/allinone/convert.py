@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vlbook.models.allinone.modeling import AllInOne
+from vlbook.serialization import FAIRSEQ_TYPES, safe_load
 
 __all__ = [
     "ConversionResult",
@@ -182,18 +183,20 @@ def _fit_frames(table: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 
 def load_official_checkpoint(
-    model: AllInOne, source: str | Path | Mapping[str, torch.Tensor]
+    model: AllInOne, source: str | Path | Mapping[str, torch.Tensor], *, trust: bool = False
 ) -> ConversionResult:
     """Load an official All-in-one checkpoint (path or state dict) into ``model``.
 
     Raises ``ValueError`` naming the tensors whose shapes differ or that the model lacks, and
     warns about model tensors the checkpoint did not provide (e.g. heads it was not trained
-    with).
+    with). A file is read without running pickled code (tensors, containers and
+    ``argparse.Namespace`` hyper-parameters only); anything else raises
+    :class:`~vlbook.serialization.UnsafeCheckpointError` unless ``trust=True``.
     """
     if isinstance(source, Mapping):
         state = source
     else:
-        state = torch.load(Path(source).expanduser(), map_location="cpu", weights_only=False)
+        state = safe_load(source, allow=FAIRSEQ_TYPES, trust=trust)
     result = convert_official_state_dict(state, num_frames=model.config.num_frames)
     if "qa_head.4.weight" in result.state_dict and model.qa_head is None:
         model.build_qa_head(int(result.state_dict["qa_head.4.weight"].shape[0]))

@@ -78,6 +78,7 @@ from vlbook.masking import block_mask, mask_text_tokens
 from vlbook.models.base import VLModel
 from vlbook.models.evilm.convert import load_edgenext_weights
 from vlbook.nn import Block, PatchEmbed2d
+from vlbook.serialization import safe_load
 
 __all__ = [
     "INITS",
@@ -853,14 +854,18 @@ def save_video_tokenizer(tokenizer: SemanticVQTokenizer, path: str | Path) -> Pa
     return path
 
 
-def load_video_tokenizer(path: str | Path) -> SemanticVQTokenizer:
+def load_video_tokenizer(path: str | Path, *, trust: bool = False) -> SemanticVQTokenizer:
     """A tokenizer written by :func:`save_video_tokenizer` (built from its config without
-    downloading the CLIP encoder, then loaded), frozen in eval mode."""
+    downloading the CLIP encoder, then loaded), frozen in eval mode.
+
+    The file holds only a plain config dict and tensors, so it is read without running pickled
+    code; a file needing more raises :class:`~vlbook.serialization.UnsafeCheckpointError`
+    unless ``trust=True``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"video tokenizer checkpoint {path} does not exist (train one "
                                 f"with train_tokenizer + save_video_tokenizer first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = safe_load(path, trust=trust)
     if not isinstance(saved, dict) or {"config", "state_dict"} - set(saved):
         raise ValueError(f"{path}: expected a dict with 'config' and 'state_dict'")
     tokenizer = SemanticVQTokenizer(TokenizerConfig(**saved["config"]), config_only=True)

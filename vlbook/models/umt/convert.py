@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from vlbook.models.umt.modeling import UMT
+from vlbook.serialization import FAIRSEQ_TYPES, safe_load
 
 __all__ = [
     "ConversionResult",
@@ -120,15 +121,18 @@ def convert_official_state_dict(
 
 
 def load_official_checkpoint(
-    model: UMT, source: str | Path | Mapping[str, torch.Tensor]
+    model: UMT, source: str | Path | Mapping[str, torch.Tensor], *, trust: bool = False
 ) -> ConversionResult:
     """Load an official UMT checkpoint (path or state dict) into ``model``.
 
     Raises ``ValueError`` naming unknown tensors or shape mismatches; warns about model tensors
-    the checkpoint lacks (e.g. the UTA heads in a fine-tuned checkpoint).
+    the checkpoint lacks (e.g. the UTA heads in a fine-tuned checkpoint). A file is read
+    without running pickled code; one needing more than tensors, containers and
+    ``argparse.Namespace`` raises :class:`~vlbook.serialization.UnsafeCheckpointError` unless
+    ``trust=True``.
     """
-    state = source if isinstance(source, Mapping) else torch.load(
-        Path(source).expanduser(), map_location="cpu", weights_only=False)
+    state = source if isinstance(source, Mapping) else safe_load(
+        source, allow=FAIRSEQ_TYPES, trust=trust)
     result = convert_official_state_dict(state, text_layers=model.config.text_layers)
     own = model.state_dict()
     unknown = [k for k in result.state_dict if k not in own]

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from vlbook.serialization import FAIRSEQ_TYPES, safe_load
+
 if TYPE_CHECKING:  # the model imports this module (VLMConfig.pretrained loads BERT)
     from vlbook.models.vlm.modeling import VLM
 
@@ -132,12 +134,20 @@ def convert_mmpt_state_dict(state_dict: Mapping[str, torch.Tensor]) -> VLMConver
     return result
 
 
-def load_mmpt_checkpoint(model: VLM, path: str | Path) -> VLMConversionResult:
-    """Load an MMPT ``checkpoint_best.pt`` (fairseq: weights under ``"model"``) into ``model``."""
+def load_mmpt_checkpoint(
+    model: VLM, path: str | Path, *, trust: bool = False
+) -> VLMConversionResult:
+    """Load an MMPT ``checkpoint_best.pt`` (fairseq: weights under ``"model"``) into ``model``.
+
+    The file is read without running pickled code: tensors, containers and the
+    ``argparse.Namespace`` fairseq keeps under ``"args"`` are accepted; anything else (e.g. an
+    omegaconf ``"cfg"``) raises :class:`~vlbook.serialization.UnsafeCheckpointError` unless
+    ``trust=True`` says the file comes from a trusted source.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MMPT checkpoint {path} does not exist")
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = safe_load(path, allow=FAIRSEQ_TYPES, trust=trust)
     state = raw.get("model", raw) if isinstance(raw, dict) else raw
     result = convert_mmpt_state_dict(state)
     own = model.state_dict()
