@@ -556,7 +556,7 @@ def test_model_variant_copies_weights_and_rejects_shape_changes():
 
 
 def test_cached_clips_decode_once_and_redraw_captions():
-    from vlbook.chapters.allinone import CachedClips
+    from vlbook.data.cache import ClipCache
 
     class FakeClips:
         items = [(0, 0), (1, 0)]
@@ -578,13 +578,17 @@ def test_cached_clips_decode_once_and_redraw_captions():
         def _fields(self, rec, sub, rng):
             return {"text": rec["captions"][int(rng.integers(3))]}
 
+        def sample_fields(self, index):
+            return {"video_index": index, **self._fields(self.records[index], 0,
+                                                         self._rng(index))}
+
         def __getitem__(self, index):
             self.reads += 1
             return {"video": torch.full((1,), float(index)), "video_index": index,
                     **self._fields(self.records[index], 0, self._rng(index)), "skipped": []}
 
     fake = FakeClips()
-    cached = CachedClips(fake)
+    cached = ClipCache(fake)
     first = cached[1]
     texts = set()
     for epoch in range(8):

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from train_fixtures import debug_config, one_cpu_thread  # noqa: F401
 
 from vlbook.models import create_model
 from vlbook.models.debug import DebugPairs
@@ -23,29 +24,10 @@ from vlbook.train.data import ResumableSampler
 from vlbook.train.schedules import build_scheduler
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny models on shared CPU cores run ~10x faster with one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_config(tmp_path, **overrides) -> TrainConfig:
-    values = {
-        "model": {"name": "debug_tiny"},
-        "data": {"name": "debug_pairs", "kwargs": {"num_clips": 32}},
-        "global_batch_size": 8,
-        "lr": 3e-3,
-        "warmup_steps": 2,
-        "total_steps": 12,
-        "log_every": 4,
-        "output_dir": str(tmp_path / "run"),
-        "progress_bar": False,
-    }
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+    values = {"lr": 3e-3, "warmup_steps": 2, "total_steps": 12, "log_every": 4,
+              "tensorboard": True}  # one test reads the TensorBoard events
+    return debug_config(tmp_path / "run", **{**values, **overrides})
 
 
 # ---------------------------------------------------------------------------- config

@@ -6,20 +6,12 @@ import json
 
 import pytest
 import torch
+from train_fixtures import one_cpu_thread  # noqa: F401
 
 from vlbook.analysis import count_flops
 from vlbook.bench import train as bench_train
 from vlbook.bench.__main__ import main as bench_main
 from vlbook.models import create_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny models on shared CPU cores run ~10x faster with one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_benchmark_reports_step_time_memory_and_flops():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from train_fixtures import debug_config, one_cpu_thread  # noqa: F401
 
 from vlbook.train import (
     CheckpointError,
@@ -18,36 +19,19 @@ from vlbook.train import (
 from vlbook.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny models on shared CPU cores run ~10x faster with one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config_for(out_dir, **overrides) -> TrainConfig:
     values = {
         "model": {"name": "debug_tiny", "kwargs": {"dropout": 0.2}},
-        "data": {"name": "debug_pairs", "kwargs": {"num_clips": 32}},
-        "global_batch_size": 8,
         "max_per_device_batch": 4,  # 2 accumulation steps
-        "lr": 2e-3,
         "weight_decay": 0.05,
         "warmup_steps": 2,
         "total_steps": 10,  # 4 steps per epoch: the run crosses two epoch boundaries
         "clip_grad_norm": 1.0,
         "checkpoint_every": 3,
         "keep_checkpoints": 3,
-        "log_every": 1,
-        "output_dir": str(out_dir),
-        "progress_bar": False,
-        "tensorboard": False,
         "seed": 7,
     }
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+    return debug_config(out_dir, **{**values, **overrides})
 
 
 def test_run_killed_mid_epoch_resumes_to_bit_identical_weights(tmp_path):

@@ -8,37 +8,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from train_fixtures import debug_config, one_cpu_thread  # noqa: F401
 
 from vlbook.train import TrainConfig, list_checkpoints, train
 from vlbook.train import checkpoint as ckpt
 from vlbook.train.trainer import ResumeError, TrainResult, WriteError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config_for(out_dir, **overrides) -> TrainConfig:
-    values = {
-        "model": {"name": "debug_tiny"},
-        "data": {"name": "debug_pairs", "kwargs": {"num_clips": 16}},
-        "global_batch_size": 4,
-        "lr": 2e-3,
-        "total_steps": 6,
-        "checkpoint_every": 2,
-        "keep_checkpoints": 3,
-        "log_every": 1,
-        "output_dir": str(out_dir),
-        "progress_bar": False,
-        "tensorboard": False,
-        "seed": 3,
-    }
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+    values = {"data": {"name": "debug_pairs", "kwargs": {"num_clips": 16}},
+              "global_batch_size": 4, "total_steps": 6, "checkpoint_every": 2,
+              "keep_checkpoints": 3, "seed": 3}
+    return debug_config(out_dir, **{**values, **overrides})
 
 
 def test_all_checkpoints_corrupt_is_refused_then_fresh_start_keeps_old_metrics(tmp_path, capsys):

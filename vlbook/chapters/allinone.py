@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from vlbook.chapters import Chapter, RowKey, register_chapter
 from vlbook.config import Param, register_chapter_params, register_preset
 from vlbook.data import build_dataset
+from vlbook.data.cache import ClipCache
 from vlbook.data.synthetic import annotation_path, ensure_synthetic
 from vlbook.data.tokenizer import load_tokenizer
 from vlbook.eval import multiple_choice_breakdown
@@ -132,7 +133,8 @@ def synthetic_datasets(
     """The synthetic benchmark of ``preset["data"]``: pre-training pairs, held-out pairs, MC.
 
     Returns ``{"root", "tokenizer", "train", "test_pairs", "test_mc"}``; ``train`` is wrapped in
-    :class:`CachedClips` unless ``cache_train=False``. ``root``: the synthetic folder (default:
+    :class:`vlbook.data.cache.ClipCache` (decoded clips kept, captions redrawn) unless
+    ``cache_train=False``. ``root``: the synthetic folder (default:
     ``ensure_synthetic(preset["data"]["synthetic"])``).
     """
     data = preset["data"]
@@ -145,46 +147,13 @@ def synthetic_datasets(
     return {
         "root": root,
         "tokenizer": tokenizer,
-        "train": CachedClips(train) if cache_train else train,
+        "train": ClipCache(train) if cache_train else train,
         "test_pairs": build_dataset("video_text", annotation=annotation_path(root, "retrieval",
                                                                                "test"),
                                     split="test", **common),
         "test_mc": build_dataset("video_mc", annotation=annotation_path(root, "mc", "test"),
                                  split="test", **common),
     }
-
-
-class CachedClips(torch.utils.data.Dataset):
-    """A ``video_text`` dataset whose decoded clips are kept in memory after the first read.
-
-    Each clip's frames are decoded once (the frames of that first draw are reused at later
-    epochs: no temporal jitter); the caption is still drawn anew at every access. Used by the
-    toy runs, where decoding would cost as much as the model.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-        self.videos: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if index not in self.videos:
-            sample = self.dataset[index]
-            if not sample["skipped"]:
-                self.videos[index] = sample["video"]
-            return sample
-        rec_index, sub = self.dataset.items[index]
-        fields = self.dataset._fields(self.dataset.records[rec_index], sub,
-                                      self.dataset._rng(index))
-        return {"video": self.videos[index], "video_index": rec_index, **fields, "skipped": []}
-
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.dataset.collate(samples)
 
 
 def model_variant(model: AllInOne, **changes: Any) -> AllInOne:

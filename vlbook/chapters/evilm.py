@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ from vlbook.models.evilm import (
     load_video_tokenizer,
     save_video_tokenizer,
 )
-from vlbook.train import config_from_preset, latest_checkpoint, load_checkpoint
+from vlbook.train import config_from_preset, latest_checkpoint, load_checkpoint, toy
+from vlbook.train.toy import toy_optim
 
 #: E-ViLM Table 1: GFLOPs for 4 frames (the paper's "FLOPs" unit).
 PAPER_GFLOPS: float = 12.2
@@ -67,6 +69,9 @@ PAPER_TABLE6: dict[str, dict[str, float | None]] = {
 # presets
 # --------------------------------------------------------------------------------------------
 
+# optimiser of the smoke/toy runs (vlbook.train.toy.fit): AdamW betas (0.9, 0.98), linear
+# warm-up and decay, gradient clipping at 5 — toy choices; the paper states none of them
+_TOY_OPTIM = {"betas": (0.9, 0.98), "schedule": "linear", "clip_grad_norm": 5.0}
 _TOY_TOKENIZER = {"encoder": "vit", "image_size": 64, "patch_size": 16, "encoder_dim": 64,
                   "encoder_depth": 2, "encoder_heads": 4, "num_codes": 64, "code_dim": 16,
                   "decoder_dim": 64, "decoder_depth": 2, "decoder_heads": 4}
@@ -83,7 +88,7 @@ register_preset(
             "data": {"synthetic": "smoke", "num_frames": 4, "size": 64, "max_len": 24},
             "tokenizer_train": {"steps": 4, "batch_size": 8, "lr": 2e-3},
             "train": {"steps": 4, "batch_size": 8, "lr": 3e-4, "weight_decay": 0.01,
-                      "warmup_steps": 1},
+                      "warmup_steps": 1, **_TOY_OPTIM},
             "eval": {"max_items": 16},
             "ablation": {"steps": 2, "batch_size": 4, "widths": [16, 32]},
         },
@@ -97,7 +102,7 @@ register_preset(
             "data": {"synthetic": "toy", "num_frames": 4, "size": 64, "max_len": 32},
             "tokenizer_train": {"steps": 150, "batch_size": 32, "lr": 2e-3},
             "train": {"steps": 300, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01,
-                      "warmup_steps": 20},
+                      "warmup_steps": 20, **_TOY_OPTIM},
             "eval": {"max_items": 200},
             "ablation": {"steps": 100, "batch_size": 16, "widths": [48, 96]},
         },
@@ -189,16 +194,11 @@ def _loader(dataset: Any, max_items: int | None, batch_size: int, shuffle: bool 
                       generator=gen, drop_last=shuffle)
 
 
-def _batches(dataset: Any, batch_size: int, steps: int, seed: int) -> Any:
-    done = 0
-    epoch = 0
-    while done < steps:
-        for batch in _loader(dataset, None, batch_size, shuffle=True, seed=seed + epoch):
-            yield batch
-            done += 1
-            if done >= steps:
-                return
-        epoch += 1
+def _source(dataset: Any, batch_size: int, seed: int,
+            cache: list[dict[str, Any]] | None) -> Any:
+    """Batches for :func:`vlbook.train.toy.fit`: the pre-loaded ``cache`` in order (cycled),
+    else shuffled epochs of ``dataset``."""
+    return cache if cache else toy.epochs(dataset, batch_size, seed)
 
 
 def split_batches(batches: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]:
@@ -226,31 +226,29 @@ def train_tokenizer(tokenizer: SemanticVQTokenizer, dataset: Any, *, steps: int,
     (vlbook's remedies for codebook collapse; the paper reports none; 0 disables)."""
     torch.manual_seed(seed)
     if init_from_data:
-        init_codebook_from_data(tokenizer, (cache or list(_batches(dataset, batch_size, 2, seed)))
-                                [:4], seed)
-    opt = torch.optim.AdamW(tokenizer.parameters(), lr=lr, weight_decay=0.01)
+        first = cache[:4] if cache else list(islice(_source(dataset, batch_size, seed, None), 2))
+        init_codebook_from_data(tokenizer, first, seed)
     c = tokenizer.config
-    log = []
-    tokenizer.train()
-    source = (cache[i % len(cache)] for i in range(steps)) if cache else _batches(
-        dataset, batch_size, steps, seed)
     used = torch.zeros(c.num_codes, dtype=torch.bool)
-    for step, batch in enumerate(source):
+
+    def step_fn(model: SemanticVQTokenizer, batch: dict[str, Any], _gen: Any
+                ) -> dict[str, torch.Tensor]:
         targets = caption_word_targets(batch["input_ids"], batch["attention_mask"],
                                        c.vocab_size, c.special_token_ids)
-        out = tokenizer(batch["video"], targets)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
+        out = model(batch["video"], targets)
         used[out.codes.reshape(-1).unique()] = True
+        return {"loss": out.loss, "reconstruction": out.reconstruction_loss,
+                "vq": out.vq.loss, "usage": torch.tensor(float(out.vq.usage_rate))}
+
+    def after_step(step: int, batch: dict[str, Any]) -> None:
         if restart_every and (step + 1) % restart_every == 0 and step + 1 < steps:
             _restart_dead_codes(tokenizer, batch["video"], ~used)
             used.zero_()
-        log.append({"step": step, "loss": float(out.loss.detach()),
-                    "reconstruction": float(out.reconstruction_loss.detach()),
-                    "vq": float(out.vq.loss.detach()), "usage": float(out.vq.usage_rate)})
-    tokenizer.eval()
-    return log
+
+    run = toy.fit(tokenizer, _source(dataset, batch_size, seed, cache), steps=steps, lr=lr,
+                  weight_decay=0.01, betas=(0.9, 0.999), warmup_steps=0, schedule="constant",
+                  clip_grad_norm=None, seed=seed, step_fn=step_fn, after_step=after_step)
+    return [{"step": i, **h} for i, h in enumerate(run.history)]
 
 
 
@@ -382,36 +380,14 @@ def codebook_usage(tokenizer: SemanticVQTokenizer, batches: Sequence[dict[str, A
 
 def pretrain(model: EViLM, dataset: Any, preset: Mapping[str, Any], *, steps: int | None = None,
              seed: int = 0, cache: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
-    """A short pre-training run (Eq. 8) with AdamW and linear warm-up/decay; returns the log.
-
-    A plain loop rather than ``vlbook.train.train`` so that the notebook can reuse pre-loaded
-    batches (``cache``) across the many ablation runs; ``full`` goes through the trainer."""
+    """A short pre-training run (Eq. 8) through :func:`vlbook.train.toy.fit` with the preset's
+    optimiser settings; returns the log. ``cache``: pre-loaded batches reused in order across
+    the notebook's many ablation runs; ``full`` goes through the trainer."""
     t = preset["train"]
     steps = steps or t["steps"]
-    torch.manual_seed(seed)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "token_type" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"],
-                            betas=(0.9, 0.98))
-    warmup = min(t["warmup_steps"], max(steps // 10, 1))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(steps - warmup, 1))))
-    model.train()
-    source = (cache[i % len(cache)] for i in range(steps)) if cache else _batches(
-        dataset, t["batch_size"], steps, seed)
-    log = []
-    for step, batch in enumerate(source):
-        losses = model(batch)
-        opt.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        schedule.step()
-        log.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
-    model.eval()
-    return log
+    batches = cache if cache else _source(dataset, t["batch_size"], seed, None)
+    run = toy.fit(model, batches, steps=steps, seed=seed, **toy_optim(t, steps))
+    return [{"step": i, **h} for i, h in enumerate(run.history)]
 
 
 @torch.no_grad()

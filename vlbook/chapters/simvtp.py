@@ -10,7 +10,6 @@ reconstruction evaluations, and the chapter's ledger rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from vlbook.chapters import Chapter, RowKey, register_chapter
 from vlbook.config import Param, register_chapter_params, register_preset
 from vlbook.data import build_dataset
 from vlbook.data.annotations import read_jsonl
+from vlbook.data.cache import StackedClips
 from vlbook.data.synthetic import annotation_path, ensure_synthetic
 from vlbook.data.tokenizer import load_tokenizer, tokenize
 from vlbook.eval import (
@@ -34,7 +34,8 @@ from vlbook.models.simvtp import *  # noqa: F403
 from vlbook.models.simvtp import SimVTP, SimVTPConfig
 from vlbook.paths import runs_root
 from vlbook.serialization import safe_load
-from vlbook.train import config_from_preset
+from vlbook.train import config_from_preset, toy
+from vlbook.train.toy import toy_optim
 
 # --------------------------------------------------------------------------------------------
 # presets
@@ -120,53 +121,6 @@ def full_pretrain_config(preset: Mapping[str, Any], *, seed: int = 0,
 # --------------------------------------------------------------------------------------------
 
 
-class CachedClips(torch.utils.data.Dataset):
-    """Decoded clips held in memory with every caption tokenised (toy-scale pre-training).
-
-    Decoding a clip costs ~20 ms of CPU; a toy run reads each clip many times, so the clips are
-    decoded once (middle frames, centre crop) and kept as float16. Each access returns the clip
-    with one of its captions drawn at random (the pre-training sampler of Sec. 4.1).
-    ``video`` ``(N, T, C, H, W)``, ``input_ids``/``attention_mask`` ``(N, K, L)``,
-    ``captions`` list of K-lists.
-    """
-
-    def __init__(self, video: torch.Tensor, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, captions: list[list[str]],
-                 random_caption: bool = True) -> None:
-        if not (video.shape[0] == input_ids.shape[0] == attention_mask.shape[0] == len(captions)):
-            raise ValueError(f"CachedClips: {video.shape[0]} clips, {input_ids.shape[0]} caption "
-                             f"rows, {len(captions)} caption lists; expected equal counts")
-        self.video, self.input_ids, self.attention_mask = video, input_ids, attention_mask
-        self.captions = captions
-        self.random_caption = random_caption
-
-    def __len__(self) -> int:
-        return self.video.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        k = int(torch.randint(self.input_ids.shape[1], ())) if self.random_caption else 0
-        return {"video": self.video[index].float(), "input_ids": self.input_ids[index, k],
-                "attention_mask": self.attention_mask[index, k], "video_index": index,
-                "text": self.captions[index][k]}
-
-    @staticmethod
-    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "video": torch.stack([s["video"] for s in samples]),
-            "input_ids": torch.stack([s["input_ids"] for s in samples]),
-            "attention_mask": torch.stack([s["attention_mask"] for s in samples]),
-            "video_index": torch.tensor([s["video_index"] for s in samples]),
-            "text": [s["text"] for s in samples],
-        }
-
-    def batch(self, indices: Any, caption: int = 0) -> dict[str, Any]:
-        """The clips ``indices`` with caption number ``caption`` as one batch."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return {"video": self.video[idx].float(), "input_ids": self.input_ids[idx, caption],
-                "attention_mask": self.attention_mask[idx, caption], "video_index": idx,
-                "text": [self.captions[int(i)][caption] for i in idx]}
-
-
 def _cache_clips(annotation: Path, tokenizer: Any, num_frames: int, size: int, max_len: int,
                  max_items: int | None, cache_file: Path | None) -> dict[str, Any]:
     if cache_file is not None and cache_file.is_file():
@@ -191,12 +145,13 @@ def _cache_clips(annotation: Path, tokenizer: Any, num_frames: int, size: int, m
 
 
 def synthetic_datasets(preset: Mapping[str, Any], root: str | Path | None = None,
-                   cache: bool = True) -> dict[str, Any]:
+                       cache: bool = True) -> dict[str, Any]:
     """The synthetic benchmark of ``preset["data"]`` as cached clips.
 
     Returns ``{"root", "tokenizer", "train", "test", "mc"}``: ``train``/``test``
-    :class:`CachedClips` (``max_train``/``max_test`` clips), ``mc`` a dict of the test clips'
-    multiple-choice items (``option_ids``, ``option_mask`` ``(N, K, L)``, ``label``,
+    :class:`vlbook.data.cache.StackedClips` (``max_train``/``max_test`` clips, every caption
+    of a clip tokenised), ``mc`` a dict of the test clips' multiple-choice items
+    (``option_ids``, ``option_mask`` ``(N, K, L)``, ``label``,
     ``option_attributes``) aligned with ``test``.
     """
     data = preset["data"]
@@ -210,8 +165,9 @@ def synthetic_datasets(preset: Mapping[str, Any], root: str | Path | None = None
             cache_file = runs_root() / "simvtp" / "cache" / f"{tag}_{data['max_len']}tok.pt"
         clips = _cache_clips(annotation_path(root, "retrieval", split), tokenizer,
                              data["num_frames"], data["size"], data["max_len"], limit, cache_file)
-        out[split] = CachedClips(clips["video"], clips["input_ids"], clips["attention_mask"],
-                                 clips["captions"], random_caption=split == "train")
+        out[split] = StackedClips({"video": clips["video"], "input_ids": clips["input_ids"],
+                                   "attention_mask": clips["attention_mask"],
+                                   "text": clips["captions"]}, random_choice=split == "train")
         out[f"{split}_video_ids"] = clips["video_ids"]
     by_id = {vid: i for i, vid in enumerate(out["test_video_ids"])}
     items = [r for r in read_jsonl(annotation_path(root, "mc", "test"), "mc")
@@ -240,71 +196,35 @@ def build_chapter_model(preset: Mapping[str, Any], tokenizer: Any, **overrides: 
     return model
 
 
-def pretrain(model: SimVTP, dataset: CachedClips, preset: Mapping[str, Any], *,
+def pretrain(model: SimVTP, dataset: StackedClips, preset: Mapping[str, Any], *,
              steps: int | None = None, seed: int = 0) -> list[dict[str, float]]:
-    """A short in-process pre-training run (Eq. 1 with the model's loss weights).
-
-    AdamW with the preset's betas and weight decay, linear warm-up then cosine decay, random
-    batches of clips with one random caption each. A plain loop rather than
-    :func:`vlbook.train.train` so that a dozen ablation runs fit in the toy budget; ``full``
-    runs go through :func:`vlbook.train.run_training`. Returns the per-step losses.
-    """
+    """A short in-process pre-training run (Eq. 1 with the model's loss weights) through
+    :func:`vlbook.train.toy.fit`: the preset's optimiser settings, random batches of clips
+    with one random caption each. Returns the per-step losses; ``full`` runs go through
+    :func:`vlbook.train.run_training`."""
     t = preset["train"]
     steps = steps or t["steps"]
-    warmup = min(t["warmup_steps"], max(steps // 10, 1))
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"],
-                                  betas=tuple(t["betas"]))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    history = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randperm(len(dataset), generator=gen)[: t["batch_size"]]
-        caption = int(torch.randint(dataset.input_ids.shape[1], (), generator=gen))
-        losses = model(dataset.batch(idx, caption))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        schedule.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-    model.eval()
-    return history
+    return toy.fit(model, lambda gen: dataset.sample(t["batch_size"], gen), steps=steps,
+                   seed=seed, **toy_optim(t, steps)).history
 
 
-def finetune_retrieval(model: SimVTP, dataset: CachedClips, *, steps: int, batch_size: int,
+def finetune_retrieval(model: SimVTP, dataset: StackedClips, *, steps: int, batch_size: int,
                        lr: float, seed: int = 0, video_mask_ratio: float = 0.0) -> list[float]:
     """Retrieval fine-tuning (Sec. 4.1): VTC on the shared encoder's unimodal features.
 
-    AdamW, cosine decay, random batches of clips with a random caption each; returns the
-    losses. (The code fine-tunes two copies of the encoder; toy runs keep one.)
+    :func:`vlbook.train.toy.fit` with AdamW (0.9, 0.999), weight decay 0.05, cosine decay
+    without warm-up, random batches of clips with a random caption each; returns the losses.
+    (The code fine-tunes two copies of the encoder; toy runs keep one.)
     """
-    gen = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05,
-                                  betas=(0.9, 0.999))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
-    losses = []
-    model.train()
-    for _ in range(steps):
-        idx = torch.randperm(len(dataset), generator=gen)[:batch_size]
-        caption = int(torch.randint(dataset.input_ids.shape[1], (), generator=gen))
-        loss = model.retrieval_loss(dataset.batch(idx, caption), video_mask_ratio)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
+    run = toy.fit(model, lambda gen: dataset.sample(batch_size, gen), steps=steps, lr=lr,
+                  weight_decay=0.05, betas=(0.9, 0.999), warmup_steps=0, schedule="cosine",
+                  clip_grad_norm=None, seed=seed,
+                  step_fn=lambda m, b, _gen: m.retrieval_loss(b, video_mask_ratio))
+    return run.losses
 
 
 @torch.no_grad()
-def evaluate_retrieval(model: SimVTP, dataset: CachedClips, batch_size: int = 64) -> Any:
+def evaluate_retrieval(model: SimVTP, dataset: StackedClips, batch_size: int = 64) -> Any:
     """Text-to-video retrieval on held-out clips (first caption each), ``RetrievalResult``."""
     model.eval()
     videos, texts = [], []
@@ -319,7 +239,7 @@ def evaluate_retrieval(model: SimVTP, dataset: CachedClips, batch_size: int = 64
 
 
 @torch.no_grad()
-def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: CachedClips,
+def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: StackedClips,
                              max_items: int | None = None, batch_size: int = 16
                              ) -> dict[str, float]:
     """Zero-shot multiple choice (Sec. 4.1): accuracy and chance.
@@ -357,7 +277,7 @@ def evaluate_multiple_choice(model: SimVTP, data: Mapping[str, Any], clips: Cach
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model: SimVTP, dataset: CachedClips, max_items: int = 64,
+def evaluate_reconstruction(model: SimVTP, dataset: StackedClips, max_items: int = 64,
                             seed: int = 0) -> dict[str, float]:
     """Held-out MSM: masked-word accuracy (chance ~1/V; ``word_majority``: always guessing the
     most frequent masked word) and masked-tube MSE (1.0 = predicting the per-patch mean), at

@@ -12,7 +12,6 @@ masked token accuracy probe, the full-scale pre-training config and the chapter'
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from vlbook.chapters import Chapter, RowKey, register_chapter
 from vlbook.config import Param, register_chapter_params, register_preset
 from vlbook.data import build_dataset
 from vlbook.data.annotations import read_jsonl, write_jsonl
+from vlbook.data.cache import ClipCache
 from vlbook.data.features import load_features, write_features
 from vlbook.data.synthetic import ensure_synthetic
 from vlbook.data.tokenizer import load_tokenizer, tokenize
@@ -44,9 +44,7 @@ from vlbook.masking import bernoulli_token_mask, mask_text_tokens, masked_modali
 from vlbook.models import create_model
 from vlbook.models.vlm import *  # noqa: F403
 from vlbook.models.vlm import PAPER_PARAMS_M, VLM, ToyFrameEncoder, VLMConfig
-from vlbook.train import config_from_preset
-from vlbook.train.optim import build_optimizer
-from vlbook.train.schedules import lr_multiplier
+from vlbook.train import config_from_preset, toy
 
 # --------------------------------------------------------------------------------------------
 # presets and the paper's numbers
@@ -206,32 +204,13 @@ def synthetic_datasets(preset: Mapping[str, Any], root: str | Path | None = None
         "root": root, "features": features, "tokenizer": tokenizer,
         "num_frames": settings["num_frames"], "fps": settings["fps"],
         "max_len": data["max_len"],
-        "train": MaterialisedDataset(build_dataset(
+        "train": ClipCache(build_dataset(
             "feature_text", annotation=features / "feature_text_train.jsonl", split="train",
-            **common)),
-        "test": MaterialisedDataset(build_dataset(
+            **common), keep=None, eager=True),
+        "test": ClipCache(build_dataset(
             "feature_text", annotation=features / "feature_text_test.jsonl", split="test",
-            **common)),
+            **common), keep=None, eager=True),
     }
-
-
-class MaterialisedDataset(torch.utils.data.Dataset):
-    """Every sample of a dataset read once and kept in memory (same ``items`` / ``collate``).
-
-    The toy captions span their whole clip, so a ``feature_text`` training sample is the same
-    at every epoch; keeping them saves the per-step ``.npy`` reads and tokenisation.
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        self.samples = [dataset[i] for i in range(len(dataset))]
-        self.items = list(getattr(dataset, "items", range(len(dataset))))
-        self.collate = dataset.collate
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.samples[index]
 
 
 def build_chapter_model(preset: Mapping[str, Any], data: Mapping[str, Any],
@@ -262,40 +241,17 @@ def fit(model: nn.Module, dataset: Any, loss_fn: Any, *, steps: int, lr: float,
         batch_size: int, weight_decay: float = 0.01, warmup_steps: int | None = None,
         betas: tuple[float, float] = (0.9, 0.98), clip_grad_norm: float | None = 2.0,
         seed: int = 0, schedule: str = "linear", **_: Any) -> FitResult:
-    """A short in-process run: AdamW, warm-up then decay, gradient clipping (Sec. 5.2).
+    """A short run of :func:`vlbook.train.toy.fit` over shuffled epochs of ``dataset``:
+    AdamW, warm-up (a tenth of the steps, at most a fifth) then decay, clipping (Sec. 5.2).
 
-    ``loss_fn(model, batch) -> tensor``; ``dataset`` is cycled with a seeded shuffle.
+    ``loss_fn(model, batch) -> tensor``.
     """
-    torch.manual_seed(seed)
-    optimizer = build_optimizer(model, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     warmup = max(steps // 10, 0) if warmup_steps is None else min(warmup_steps, steps // 5)
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
-                        drop_last=True, generator=gen,
-                        collate_fn=getattr(dataset, "collate", None))
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    epoch = 0
-    while len(losses) < steps:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        for batch in loader:
-            if len(losses) >= steps:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr * lr_multiplier(len(losses), warmup_steps=warmup,
-                                                 total_steps=steps, kind=schedule)
-            loss = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        epoch += 1
-    model.eval()
-    return FitResult(losses=losses, steps=len(losses), seconds=time.perf_counter() - start)
+    run = toy.fit(model, toy.epochs(dataset, batch_size, seed), steps=steps, lr=lr,
+                  weight_decay=weight_decay, betas=betas, warmup_steps=warmup,
+                  schedule=schedule, clip_grad_norm=clip_grad_norm, seed=seed,
+                  step_fn=lambda m, b, _gen: loss_fn(m, b))
+    return FitResult(losses=run.losses, steps=len(run.history), seconds=run.seconds)
 
 
 def pretrain(model: VLM, dataset: Any, preset: Mapping[str, Any], *, steps: int | None = None,

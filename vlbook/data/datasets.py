@@ -240,6 +240,13 @@ class AnnotatedVideoDataset(Dataset):
     def _rng(self, index: int, attempt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index, attempt])
 
+    def sample_fields(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` without its frames: ``video_index`` and the task fields (text,
+        labels) drawn for this epoch (what :class:`vlbook.data.cache.ClipCache` redraws)."""
+        rec_index, sub = self.items[index]
+        return {"video_index": rec_index,
+                **self._fields(self.records[rec_index], sub, self._rng(index))}
+
     def load_frames(self, rec: dict, rng: np.random.Generator) -> torch.Tensor:
         """Decoded, sampled, transformed frames ``(T, C, H, W)`` of a record."""
         path = self.media_path(rec)

@@ -275,6 +275,7 @@ PRESET_KEYS: dict[str, str] = {
     "warmup_steps": "warmup_steps", "warmup_epochs": "warmup_epochs", "steps": "total_steps",
     "epochs": "epochs", "precision": "precision", "clip_grad_norm": "clip_grad_norm",
     "layer_decay": "layer_decay", "min_lr_ratio": "min_lr_ratio", "poly_power": "poly_power",
+    "no_weight_decay": "no_weight_decay",
 }
 
 
