@@ -25,7 +25,9 @@ which they are drawn, and ``set_epoch`` changes them from one epoch to the next.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from vlbook.data.registry import REAL_DATASETS, dataset_dir
 from vlbook.data.sampling import sample_indices
 from vlbook.data.tokenizer import load_tokenizer, tokenize
 from vlbook.data.transforms import VideoTransform
-from vlbook.data.video import VideoDecodeError, read_video
+from vlbook.data.video import VideoDecodeError, frame_span, read_video
 from vlbook.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -95,10 +97,16 @@ def build_dataset(name: str, **kwargs: Any) -> Dataset:
             raise ValueError(f"datasets: {dataset!r} is not a dataset vlbook can prepare; known: "
                              f"{sorted(REAL_DATASETS)}")
         annotation = dataset_dir(dataset) / f"{task}_{split}.jsonl"
-        if f"{task}_{split}.jsonl" not in spec.annotations:
-            offered = ", ".join(spec.annotations) or "nothing"
+        if not spec.offers(annotation.name):
+            offered = ", ".join([*spec.annotations, *spec.optional]) or "nothing"
             raise ValueError(f"datasets: {dataset!r} offers {offered}, not the {task!r} "
                              f"annotations that {name!r} reads ({annotation.name})")
+        if not annotation.is_file() and annotation.name in spec.optional:
+            raise FileNotFoundError(
+                f"{annotation} does not exist: it is written by `vlbook-data prepare {dataset}` "
+                f"when {dataset_dir(dataset) / 'raw'} holds {spec.optional[annotation.name]}; "
+                "put the file there and prepare again (with --overwrite if the other "
+                "annotations exist)")
         if not annotation.is_file():
             raise FileNotFoundError(
                 f"{annotation} does not exist: {spec.title} is not prepared. Run "
@@ -250,13 +258,13 @@ class AnnotatedVideoDataset(Dataset):
     def load_frames(self, rec: dict, rng: np.random.Generator) -> torch.Tensor:
         """Decoded, sampled, transformed frames ``(T, C, H, W)`` of a record."""
         path = self.media_path(rec)
+        # a clip in seconds: map it with the frames' timestamps (variable-frame-rate files)
+        # (and steps in seconds, which StepsDataset places on the sampled frames)
+        clipped = (rec.get("start") is not None or rec.get("end") is not None
+                   or bool(rec.get("steps")))
 
         def choose(info):
-            first, last = 0, info.num_frames
-            if "start" in rec and info.fps > 0:
-                first = min(max(int(float(rec["start"]) * info.fps), 0), info.num_frames - 1)
-            if "end" in rec and info.fps > 0:
-                last = min(max(int(np.ceil(float(rec["end"]) * info.fps)), first + 1), last)
+            first, last = frame_span(info, rec.get("start"), rec.get("end"))
             idx = sample_indices(
                 self.sampling,
                 last - first,
@@ -267,7 +275,9 @@ class AnnotatedVideoDataset(Dataset):
             )
             return [first + i for i in idx]
 
-        frames, self._last_indices, self._last_info = read_video(path, choose, self.backend)
+        frames, self._last_indices, self._last_info = read_video(
+            path, choose, self.backend, frame_times=clipped
+        )
         return self.transform(frames, rng)
 
     def _tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,6 +316,12 @@ class AnnotatedVideoDataset(Dataset):
         return dict(self._bad)
 
 
+def _tar_member(path: str) -> tuple[str | None, str]:
+    """``(shard, member)`` of a ``<shard>.tar#<member>`` media path, else ``(None, "")``."""
+    shard, sep, member = path.partition(".tar#")
+    return (shard + ".tar", member) if sep else (None, "")
+
+
 def _media_root(annotation: Path) -> Path:
     return media_root(annotation)
 
@@ -332,6 +348,19 @@ class VideoTextDataset(AnnotatedVideoDataset):
         if self.caption_mode == "all":
             return [(i, k) for i, r in enumerate(self.records) for k in range(len(r["captions"]))]
         return super()._build_items()
+
+    def _read_member(self, shard: str, member: str) -> bytes:
+        """Bytes of ``member`` of the tar ``shard`` (each shard's index is read once)."""
+        tars = self.__dict__.setdefault("_tars", {})
+        if shard not in tars:
+            tars[shard] = tarfile.open(shard)
+        handle = tars[shard].extractfile(tars[shard].getmember(member))
+        return handle.read() if handle is not None else b""
+
+    def __getstate__(self) -> dict[str, Any]:  # open shards are not sent to loader workers
+        state = dict(self.__dict__)
+        state.pop("_tars", None)
+        return state
 
     def _fields(self, rec: dict, sub: int, rng: np.random.Generator) -> dict[str, Any]:
         caps = rec["captions"]
@@ -455,9 +484,10 @@ class StepsDataset(AnnotatedVideoDataset):
         steps = rec["steps"]
         times = torch.tensor([[float(s["start"]), float(s["end"])] for s in steps])
         fps = self._last_info.fps or 1.0
+        stamps = self._last_info.frame_times  # each frame's own time (variable frame rates)
         frame_step = []
         for i in self._last_indices:
-            t = i / fps
+            t = float(stamps[i]) if stamps is not None else i / fps
             inside = [k for k, s in enumerate(steps) if s["start"] <= t < s["end"]]
             frame_step.append(inside[-1] if inside else -1)
         return {
@@ -487,10 +517,22 @@ class ImageTextDataset(AnnotatedVideoDataset):
 
         path = self.media_path(rec)
         try:
-            if Path(path).stat().st_size == 0:
+            shard, member = _tar_member(path)
+            if shard is not None:  # img2dataset's webdataset shards: "00000.tar#000000012.jpg"
+                data = self._read_member(shard, member)
+                if not data:
+                    raise VideoDecodeError(path, "zero-byte tar member")
+                source: Any = io.BytesIO(data)
+            elif Path(path).stat().st_size == 0:
                 raise VideoDecodeError(path, "zero-byte file")
-            with Image.open(path) as img:
+            else:
+                source = path
+            with Image.open(source) as img:
                 frame = np.asarray(img.convert("RGB"))
+        except KeyError as err:
+            raise VideoDecodeError(path, f"no member {member!r} in the tar shard") from err
+        except tarfile.TarError as err:
+            raise VideoDecodeError(path, f"not a readable tar shard ({err})") from err
         except FileNotFoundError as err:
             raise VideoDecodeError(path, "file does not exist") from err
         except (UnidentifiedImageError, OSError) as err:
@@ -498,6 +540,19 @@ class ImageTextDataset(AnnotatedVideoDataset):
         self._last_indices = [0] * self.num_frames
         frames = np.repeat(frame[None], self.num_frames, axis=0)
         return self.transform(frames, rng)
+
+    def _read_member(self, shard: str, member: str) -> bytes:
+        """Bytes of ``member`` of the tar ``shard`` (each shard's index is read once)."""
+        tars = self.__dict__.setdefault("_tars", {})
+        if shard not in tars:
+            tars[shard] = tarfile.open(shard)
+        handle = tars[shard].extractfile(tars[shard].getmember(member))
+        return handle.read() if handle is not None else b""
+
+    def __getstate__(self) -> dict[str, Any]:  # open shards are not sent to loader workers
+        state = dict(self.__dict__)
+        state.pop("_tars", None)
+        return state
 
     def _fields(self, rec: dict, sub: int, rng: np.random.Generator) -> dict[str, Any]:
         caps = rec["captions"]

@@ -17,7 +17,9 @@ import csv
 import hashlib
 import io
 import json
+import tarfile
 import urllib.request
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vlbook.data.annotations import decode_utf8, write_jsonl
+from vlbook.data.registry import REAL_DATASETS, DatasetSpec, raw_file
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -114,6 +117,7 @@ class ConversionSummary:
 
     written: dict[str, int] = field(default_factory=dict)  # file name -> records
     missing_media: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # file name -> missing-media records
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -140,8 +144,9 @@ class _Writer:
     def has_media(self, rel: str) -> bool:
         if not self.require_media:
             return True
-        if rel not in self._exists:
-            self._exists[rel] = (self.root / rel).is_file()
+        if rel not in self._exists:  # a tar member was listed from its shard: the shard
+            shard, member, _ = rel.partition(".tar" + TAR_MEMBER)
+            self._exists[rel] = (self.root / (shard + ".tar" if member else rel)).is_file()
         return self._exists[rel]
 
     def keep(self, records: list[dict], field_name: str = "video") -> list[dict]:
@@ -152,7 +157,14 @@ class _Writer:
     def write(self, name: str, records: list[dict], field_name: str | None = "video") -> None:
         """Queue ``records`` for ``root/name`` (written by :meth:`finish`)."""
         if field_name:
+            given = records
             records = self.keep(records, field_name)
+            self.summary.dropped[name] = len(given) - len(records)
+            if given and not records:
+                self.summary.notes.append(
+                    f"{name}: none of the {len(given)} {field_name} files was found (the first "
+                    f"was looked for at {self.root / given[0][field_name]}); check the folder "
+                    "layout against data_scripts/README.md")
         self._pending[name] = records
         self.summary.written[name] = len(records)
 
@@ -187,11 +199,13 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _find_video(root: Path, stem: Path) -> str:
-    """``stem`` + the first extension that exists (default ``.mp4``), relative to ``root``."""
-    for ext in VIDEO_EXTENSIONS:
-        if (root / stem.with_suffix(ext)).is_file():
-            return str(stem.with_suffix(ext))
+def _find_video(root: Path, stem: Path, *others: Path) -> str:
+    """``stem`` (or one of the ``others`` places the same file may be) + the first extension
+    that exists, relative to ``root``; ``stem.mp4`` when none exists."""
+    for candidate in (stem, *others):
+        for ext in VIDEO_EXTENSIONS:
+            if (root / candidate.with_suffix(ext)).is_file():
+                return str(candidate.with_suffix(ext))
     return str(stem.with_suffix(".mp4"))
 
 
@@ -255,7 +269,8 @@ def convert_msrvtt(
     [{video_id, split}]), ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv`` (column
     ``video_id``), ``MSRVTT_JSFUSION_test.csv`` (``video_id, sentence``); optionally
     ``{train,val,test}_qa.json`` (MSRVTT-QA: [{video_id (int), question, answer}]) and
-    ``mc_test.jsonl`` (ClipBERT: {clip_name, options, answer}).
+    ``msrvtt_mc_test.jsonl`` (ClipBERT's release, also ``mc_test.jsonl``: {clip_name, options,
+    answer}); another ``*mc*`` file there is named in the summary, never ignored silently.
 
     Writes ``retrieval_train_9k``, ``retrieval_train_7k`` (all 20 captions per video),
     ``retrieval_test_1ka`` (JSFusion 1k-A: 1,000 videos × 1 caption — the papers' split),
@@ -350,8 +365,15 @@ def convert_msrvtt(
             f"QA answers outside the {len(vocab)} most frequent training answers get label -100;"
             " count them as wrong (All-in-one drops them, which inflates accuracy)"
         )
-    mc = raw / "mc_test.jsonl"
-    if mc.is_file():
+    mc_names = ("msrvtt_mc_test.jsonl", "mc_test.jsonl")  # ClipBERT's release name, ours
+    mc = next((raw / n for n in mc_names if (raw / n).is_file()), None)
+    others = sorted(f.name for f in raw.glob("*mc*") if f.is_file() and f.name not in mc_names)
+    if others:
+        w.summary.notes.append(
+            f"{', '.join(others)} in {raw} not read: the multiple-choice file is read under "
+            f"the names {' or '.join(mc_names)} (ClipBERT's JSON Lines: clip_name, options, "
+            "answer); rename it if it is that file")
+    if mc is not None:
         recs = []
         for line in mc.read_text().splitlines():
             if line.strip():
@@ -471,7 +493,9 @@ def convert_kinetics(
     """Kinetics CSV (``label, youtube_id, time_start, time_end, split``) → classification.
 
     Videos at ``<video_dir>/<split>/<youtube_id>_<start:06d>_<end:06d>.mp4`` (the CVDF
-    layout). Class ids follow the sorted class names of the first CSV (``classes.json``).
+    layout) or in class folders ``<video_dir>/<split>/<label>/`` (the label as written or with
+    spaces as underscores, as the public mirrors' scripts leave them). Class ids follow the
+    sorted class names of the first CSV (``classes.json``).
     """
     root = Path(root)
     w = _Writer(root, overwrite, require_media)
@@ -495,9 +519,11 @@ def convert_kinetics(
                 f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_"
                 f"{int(float(r['time_end'])):06d}"
             )
+            folder = Path(video_dir) / split
             recs.append(
                 {
-                    "video": _find_video(root, Path(video_dir) / split / stem),
+                    "video": _find_video(root, folder / stem, folder / r["label"] / stem,
+                                         folder / r["label"].replace(" ", "_") / stem),
                     "video_id": stem,
                     "label": index[r["label"]],
                     "label_name": r["label"],
@@ -533,6 +559,35 @@ def convert_video_list(
     return w.finish()
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+#: the separator between a tar shard and a member in a media path (``00000.tar#000000012.jpg``)
+TAR_MEMBER = "#"
+
+
+def _cc3m_images(root: Path, folder: Path) -> dict[int, str]:
+    """``{row: media path relative to root}`` for img2dataset's outputs in ``folder``: files
+    named by their key (= row with the default 10,000 samples per shard) in any sub-folder,
+    and members of ``.tar`` shards (its webdataset format; sidecar .txt/.json ignored)."""
+    by_row: dict[int, str] = {}
+    if not folder.is_dir():
+        return by_row
+    for f in sorted(folder.rglob("*")):
+        suffix = f.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS and f.stem.isdigit():
+            by_row[int(f.stem)] = str(f.relative_to(root))
+        elif suffix == ".tar" and f.is_file():
+            with tarfile.open(f) as shard:
+                for member in shard.getmembers():
+                    stem, ext = Path(member.name).stem, Path(member.name).suffix.lower()
+                    if member.isfile() and ext in IMAGE_EXTENSIONS and stem.isdigit():
+                        by_row[int(stem)] = f"{f.relative_to(root)}{TAR_MEMBER}{member.name}"
+    return by_row
+
+
+def _is_header(fields: list[str]) -> bool:
+    return [f.strip().lower() for f in fields[:2]] == ["caption", "url"]
+
+
 def convert_cc3m(
     root: str | Path,
     tsv_files: dict[str, str | Path],
@@ -541,31 +596,46 @@ def convert_cc3m(
     overwrite: bool = False,
     require_media: bool = True,
 ) -> ConversionSummary:
-    """CC3M TSV (``caption<TAB>url``, no header) → ``image_text_<split>``.
+    """CC3M TSV (``caption<TAB>url``) → ``image_text_<split>``.
 
-    Images are found under ``<image_dir>/<split>/`` by row number: a file whose stem is the
-    zero-based row index, in any sub-folder (img2dataset's default naming, e.g.
-    ``00000/000000012.jpg``). Rows without an image are dropped and counted.
+    The release has no header; a first line ``caption<TAB>url`` (which img2dataset's CC3M
+    instructions add before downloading) is skipped, and rows are numbered after it as
+    img2dataset numbers them. Images are found by row number under
+    ``<image_dir>/<split>/`` (or ``raw/<image_dir>/<split>/``): a file whose stem is the
+    zero-based row (img2dataset's ``files`` layout, e.g. ``00000/000000012.jpg`` beside its
+    ``.txt``/``.json`` sidecars) or such a member of a ``.tar`` shard (its ``webdataset``
+    layout, recorded as ``00000.tar#000000012.jpg``). Rows without an image are dropped and
+    counted; a caption that is empty is skipped and counted by line.
     """
     root = Path(root)
     w = _Writer(root, overwrite, require_media)
     for split, path in tsv_files.items():
         folder = root / image_dir / split
-        by_row: dict[int, str] = {}
-        if folder.is_dir():
-            for f in folder.rglob("*"):
-                if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") and f.stem.isdigit():
-                    by_row[int(f.stem)] = str(f.relative_to(root))
-        recs = []
-        with Path(path).open(encoding="utf-8") as fh:
-            for row, line in enumerate(fh):
-                if not line.strip():
-                    continue
-                caption = line.rstrip("\n").split("\t")[0].strip()
-                image = by_row.get(row, f"{image_dir}/{split}/{row:09d}.jpg")
-                recs.append(
-                    {"image": image, "image_id": f"{split}_{row:09d}", "captions": [caption]}
-                )
+        if not folder.is_dir() and (root / "raw" / image_dir / split).is_dir():
+            folder = root / "raw" / image_dir / split
+        by_row = _cc3m_images(root, folder)
+        text = decode_utf8(Path(path).read_bytes(), Path(path))
+        lines = text.splitlines()
+        first = next((i for i, line in enumerate(lines) if line.strip()), None)
+        skip_header = first is not None and _is_header(lines[first].split("\t"))
+        recs, empty, row = [], [], -1
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip() or (skip_header and lineno == first + 1):
+                continue
+            row += 1
+            caption = line.split("\t")[0].strip()
+            if not caption:
+                empty.append(lineno)
+                continue
+            default = f"{folder.relative_to(root)}/{row:09d}.jpg"
+            recs.append({"image": by_row.get(row, default), "image_id": f"{split}_{row:09d}",
+                         "captions": [caption]})
+        if skip_header:
+            w.summary.notes.append(f"{path}: header line 'caption<TAB>url' skipped")
+        if empty:
+            w.summary.notes.append(f"{path}: {len(empty)} row(s) with an empty caption skipped "
+                                   f"(lines {', '.join(map(str, empty[:5]))}"
+                                   f"{' ...' if len(empty) > 5 else ''})")
         w.write(f"image_text_{split}.jsonl", recs, field_name="image")
     return w.finish()
 
@@ -573,15 +643,18 @@ def convert_cc3m(
 def prepare(
     name: str, root: str | Path, *, overwrite: bool = False, require_media: bool = True
 ) -> ConversionSummary:
-    """Convert the raw files of dataset ``name`` found in ``root/raw`` (see the registry)."""
-    from vlbook.data.registry import REAL_DATASETS
+    """Convert the raw files of dataset ``name`` found in ``root/raw`` (see the registry).
 
+    Each written file is compared with the official release's record count
+    (:attr:`DatasetSpec.split_sizes <vlbook.data.registry.DatasetSpec.split_sizes>`): a
+    different count warns with both numbers (and is kept in the summary's notes).
+    """
     if name not in REAL_DATASETS:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(REAL_DATASETS)}")
     root = Path(root)
     raw = root / "raw"
     spec = REAL_DATASETS[name]
-    needed = [f for f in spec.raw_files if not (raw / f).exists()]
+    needed = [f.replace("|", " or ") for f in spec.raw_files if raw_file(raw, f) is None]
     if name in ("msrvtt",):
         needed = [f for f in needed if f != "MSRVTT_train.7k.csv"]
     if needed:
@@ -592,6 +665,31 @@ def prepare(
             f"{name}: missing raw file(s) {needed} in {raw}/. Official sources:\n{sources}"
         )
     kw = {"overwrite": overwrite, "require_media": require_media}
+    summary = _convert(name, root, raw, spec, kw)
+    check_split_sizes(spec, summary)
+    return summary
+
+
+def check_split_sizes(spec: DatasetSpec, summary: ConversionSummary) -> list[str]:
+    """Warn (and note in ``summary``) for each written file whose record count differs from the
+    official release's; returns the messages."""
+    messages = []
+    for name, count in summary.written.items():
+        expected = spec.split_sizes.get(name)
+        if expected is not None and count != expected:
+            dropped = summary.dropped.get(name, 0)
+            why = (f"{dropped:,} record(s) were dropped for a missing media file" if dropped
+                   else "check that the raw file is complete")
+            messages.append(f"{spec.name}/{name}: wrote {count:,} records, the official release "
+                            f"has {expected:,}; {why}")
+    for message in messages:
+        warnings.warn(message, stacklevel=3)
+        summary.notes.append(message)
+    return messages
+
+
+def _convert(name: str, root: Path, raw: Path, spec: DatasetSpec, kw: dict[str, Any]
+             ) -> ConversionSummary:
     if name == "webvid2m":
         return convert_webvid(
             root, {"train": raw / "results_2M_train.csv", "val": raw / "results_2M_val.csv"}, **kw
@@ -605,9 +703,9 @@ def prepare(
     if name == "kinetics400":
         return convert_kinetics(root, {"train": raw / "train.csv", "val": raw / "val.csv"}, **kw)
     if name == "kinetics710":
-        return convert_video_list(
-            root, {"train": raw / "train_list.txt", "val": raw / "val_list.txt"}, **kw
-        )
+        lists = {split: raw_file(raw, entry) for split, entry in zip(("train", "val"),
+                                                                     spec.raw_files)}
+        return convert_video_list(root, lists, **kw)
     if name == "cc3m":
         return convert_cc3m(
             root,

@@ -41,12 +41,32 @@ class DatasetSpec:
     public: bool
     licence: str
     sources: tuple[Source, ...]
-    raw_files: tuple[str, ...]  # what the converter reads, relative to <data_root>/<name>/raw
+    #: what the converter reads, relative to ``<data_root>/<name>/raw``; ``"a|b"`` accepts
+    #: either name (the first one present is read), e.g. a list file under its released name
+    raw_files: tuple[str, ...]
     annotations: tuple[str, ...]  # what the converter writes, relative to <data_root>/<name>
     expected: dict[str, int] = field(default_factory=dict)
     eval_split: str = ""
     papers: tuple[str, ...] = ()
     notes: str = ""
+    #: annotations written only when their optional raw files are present: ``{annotation:
+    #: raw file(s) that give it}`` (e.g. MSRVTT-QA from ``train_qa.json``)
+    optional: dict[str, str] = field(default_factory=dict)
+    #: records each annotation file of the official release holds; a conversion that writes
+    #: another count warns with both numbers (videos taken down, a wrong or partial file)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+
+    def offers(self, annotation: str) -> bool:
+        """Whether a conversion can write ``annotation`` (always or from optional files)."""
+        return annotation in self.annotations or annotation in self.optional
+
+
+def raw_file(raw: Path, entry: str) -> Path | None:
+    """The file of a ``raw_files`` entry present in ``raw`` (the first of ``"a|b"``), or None."""
+    for name in entry.split("|"):
+        if (raw / name).exists():
+            return raw / name
+    return None
 
 
 REAL_DATASETS: dict[str, DatasetSpec] = {}
@@ -67,6 +87,7 @@ _add(
         raw_files=("results_2M_train.csv", "results_2M_val.csv"),
         annotations=("retrieval_train.jsonl", "retrieval_val.jsonl"),
         expected={"val_videos": 5_000},
+        split_sizes={"retrieval_val.jsonl": 5_000},
         eval_split="pre-training only (val is not a benchmark)",
         papers=("SimVTP", "UMT", "All-in-one", "E-ViLM"),
         notes="about 2.5M training rows; CSV columns videoid, contentUrl, duration, page_dir, "
@@ -103,6 +124,23 @@ _add(
             "retrieval_test_1ka.jsonl",
             "retrieval_test_full.jsonl",
         ),
+        optional={
+            "qa_train.jsonl": "train_qa.json (MSRVTT-QA, Xu et al. 2017)",
+            "qa_val.jsonl": "val_qa.json",
+            "qa_test.jsonl": "test_qa.json",
+            "answers.json": "train_qa.json",
+            "mc_test.jsonl": "msrvtt_mc_test.jsonl (ClipBERT's release) or mc_test.jsonl",
+        },
+        split_sizes={
+            "retrieval_train_9k.jsonl": 9_000,
+            "retrieval_train_7k.jsonl": 7_010,
+            "retrieval_test_1ka.jsonl": 1_000,
+            "retrieval_test_full.jsonl": 2_990,
+            "qa_train.jsonl": 158_581,
+            "qa_val.jsonl": 12_278,
+            "qa_test.jsonl": 72_821,
+            "mc_test.jsonl": 2_990,
+        },
         expected={
             "videos": 10_000,
             "captions": 200_000,
@@ -201,13 +239,14 @@ _add(
         public=True,
         licence="as Kinetics",
         sources=(),
-        raw_files=("train_list.txt", "val_list.txt"),
+        raw_files=("train.csv|train_list.txt", "val.csv|val_list.txt"),
         annotations=("classification_train.jsonl", "classification_val.jsonl"),
         expected={"classes": 710},
         eval_split="UMT stage 1 pre-trains on K710 train only; K400 val clips are excluded from it",
         papers=("UMT",),
         notes="about 0.66M training clips; list files '<relative video path> <label id>' "
-        "(UMT/UniFormerV2 format)",
+        "(UMT/UniFormerV2 format) under their released names k710/train.csv and val.csv, or "
+        "train_list.txt / val_list.txt",
     )
 )
 _add(
@@ -217,12 +256,17 @@ _add(
         public=True,
         licence="annotations free to use with attribution (Google); images belong to their owners",
         sources=(),
-        raw_files=("Train_GCC-training.tsv", "Validation_GCC-1.1.0-Validation.tsv", "images/"),
+        raw_files=("Train_GCC-training.tsv", "Validation_GCC-1.1.0-Validation.tsv"),
         annotations=("image_text_train.jsonl", "image_text_val.jsonl"),
         expected={"train": 3_318_333, "val": 15_840},
+        split_sizes={"image_text_train.jsonl": 3_318_333, "image_text_val.jsonl": 15_840},
         eval_split="pre-training only",
         papers=("UMT",),
-        notes="TSV '<caption>\\t<url>'; images downloaded by the user (img2dataset), named by row",
+        notes="TSV '<caption>\\t<url>' (a 'caption<TAB>url' header line, as img2dataset's "
+        "instructions add, is skipped); images downloaded by the user with img2dataset into "
+        "images/<split>/ (or raw/images/<split>/), named by row: its 'files' layout "
+        "(00000/000000012.jpg with .txt/.json sidecars) or its 'webdataset' tar shards "
+        "(00000.tar)",
     )
 )
 
@@ -239,9 +283,13 @@ def health(root: str | Path | None = None) -> list[dict[str, Any]]:
     for spec in REAL_DATASETS.values():
         folder = base / spec.name
         raw = folder / "raw"
-        raw_present = [f for f in spec.raw_files if (raw / f).exists()]
+        raw_present = [f for f in spec.raw_files if raw_file(raw, f) is not None]
         ann_present = {
             a: _count_lines(folder / a) for a in spec.annotations if (folder / a).is_file()
+        }
+        optional_present = {
+            a: _count_lines(folder / a) for a in spec.optional
+            if a.endswith(".jsonl") and (folder / a).is_file()
         }
         quarantine = folder / "quarantine.jsonl"
         if len(ann_present) == len(spec.annotations):
@@ -258,7 +306,7 @@ def health(root: str | Path | None = None) -> list[dict[str, Any]]:
                 "status": status,
                 "public": spec.public,
                 "raw_missing": [f for f in spec.raw_files if f not in raw_present],
-                "annotations": ann_present,
+                "annotations": {**ann_present, **optional_present},
                 "quarantined": _count_lines(quarantine) if quarantine.is_file() else 0,
                 "eval_split": spec.eval_split,
             }

@@ -12,13 +12,31 @@ Two decoders give the same frames for the same file (both wrap FFmpeg's H.264 de
 missing, zero-byte, truncated, non-video, or unsupported-codec file, or a frame index past the
 end — raises :class:`VideoDecodeError` naming the file and the reason, so a dataset can skip
 the file with a warning instead of stopping training.
+
+Seconds to frames
+-----------------
+A clip given in seconds (an annotation's ``start``/``end``) is mapped to frames with the
+frames' own presentation timestamps, not with the average rate: in a variable-frame-rate file
+(phone recordings, screen captures, re-muxed streams) ``second × average fps`` lands on the
+wrong frames. :func:`read_video` ``(..., frame_times=True)`` and :func:`video_info` fill
+:attr:`VideoInfo.frame_times` — each frame's start in seconds, counted from the first frame —
+from ``decord.VideoReader.get_frame_timestamp`` or, with PyAV, from the packets' pts in
+presentation order (demuxing only, nothing is decoded); both give the same times, so both give
+the same frames. :func:`frame_span` then takes the frame whose interval contains ``start``
+(the last one starting at or before it) through the last frame starting before ``end``. On a
+constant-rate file the frame times are ``i / fps`` and this is the old
+``floor(start·fps)`` … ``ceil(end·fps)`` (exclusive), so constant-rate clips read the same
+frames as before — except where that float product rounded across a frame start (``end=0.28``
+at 25 fps gave ``ceil(7.000000000000001) = 8``), where the exact time now decides (7).
+Times within a microsecond (relative, ``1e-6·max(1, t)``) of a frame start count as that
+frame's start, so decord's float32 timestamps and PyAV's exact ones give the same frames.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,12 +56,18 @@ class VideoDecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Frame count, frame rate and size of a video as its container reports them."""
+    """Frame count, frame rate and size of a video as its container reports them.
+
+    ``frame_times`` (only when asked for, see :func:`read_video`): float64 ``(num_frames,)``,
+    each frame's presentation time in seconds from the first frame, non-decreasing. It is not
+    part of equality (decord reports float32 times, PyAV exact ones).
+    """
 
     num_frames: int
     fps: float
     height: int
     width: int
+    frame_times: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float:
@@ -101,6 +125,17 @@ class _DecordReader:
         self.path = path
         self.info = VideoInfo(num_frames=n, fps=fps, height=int(h), width=int(w))
 
+    def frame_times(self) -> np.ndarray:
+        """Each frame's presentation time (s, from the first frame), from decord's index."""
+        try:
+            ts = self._vr.get_frame_timestamp(list(range(self.info.num_frames)))
+            starts = np.asarray(ts, dtype=np.float64).reshape(-1, 2)[:, 0]
+        except Exception as err:  # noqa: BLE001
+            raise VideoDecodeError(
+                self.path, f"decord could not read frame timestamps ({_short(err)})"
+            ) from err
+        return _relative_times(self.path, starts)
+
     def get(self, indices: Sequence[int]) -> np.ndarray:
         try:
             return self._vr.get_batch(list(indices)).asnumpy()
@@ -149,6 +184,31 @@ class _PyAVReader:
         self._container.seek(0)
         return count
 
+    def frame_times(self) -> np.ndarray:
+        """Each frame's presentation time (s, from the first frame): the video packets' pts
+        sorted into presentation order (frames decode in that order); nothing is decoded."""
+        import av
+
+        stream = self._container.streams.video[0]
+        stamps: list[int] = []
+        try:
+            self._container.seek(0)
+            for packet in self._container.demux(stream):
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None or packet.size == 0 or packet.is_discard:
+                    continue  # the flush packet, or one the decoder drops
+                stamps.append(int(stamp))
+            self._container.seek(0)
+        except (av.error.FFmpegError, ValueError, RuntimeError) as err:
+            raise VideoDecodeError(
+                self.path, f"could not read frame timestamps ({_short(err)})"
+            ) from err
+        if not stamps or stream.time_base is None:
+            raise VideoDecodeError(self.path, "the video packets carry no timestamps")
+        ticks = np.sort(np.asarray(stamps, dtype=np.int64))
+        tb = stream.time_base
+        return _relative_times(self.path, (ticks - ticks[0]) * tb.numerator / tb.denominator)
+
     def get(self, indices: Sequence[int]) -> np.ndarray:
         import av
 
@@ -181,6 +241,56 @@ class _PyAVReader:
         self._container.close()
 
 
+def _relative_times(path: Path, starts: np.ndarray) -> np.ndarray:
+    if starts.size == 0:
+        raise VideoDecodeError(path, "no frame timestamps")
+    times = starts - starts[0]
+    if np.any(np.diff(times) < 0):
+        k = int(np.argmax(np.diff(times) < 0)) + 1
+        raise VideoDecodeError(
+            path,
+            f"frame timestamps go backwards at frame {k} ({times[k - 1]:.6f} s, "
+            f"then {times[k]:.6f} s)",
+        )
+    times.flags.writeable = False
+    return times
+
+
+def _tolerance(seconds: float) -> float:
+    return 1e-6 * max(1.0, abs(seconds))
+
+
+def frame_span(
+    info: VideoInfo, start: float | None = None, end: float | None = None
+) -> tuple[int, int]:
+    """Frames ``[first, last)`` of the clip from ``start`` to ``end`` seconds.
+
+    ``first`` is the frame showing at ``start`` (the last one starting at or before it) and
+    ``last`` is one past the last frame starting before ``end``; ``None`` means the video's
+    start or end. Uses ``info.frame_times`` when present (see the module docstring) and the
+    constant-rate grid ``i / fps`` otherwise (no clipping when ``fps`` is unknown). The span
+    is clamped to the video and holds at least one frame.
+    """
+    n = info.num_frames
+    if info.frame_times is not None:
+        times = np.asarray(info.frame_times, dtype=np.float64)[:n]
+    elif info.fps > 0:
+        times = np.arange(n, dtype=np.float64) / info.fps
+    else:
+        return 0, n
+    n = len(times)
+    first, last = 0, n
+    if start is not None:
+        start = float(start)
+        first = int(np.searchsorted(times, start + _tolerance(start), side="right")) - 1
+        first = min(max(first, 0), n - 1)
+    if end is not None:
+        end = float(end)
+        last = int(np.searchsorted(times, end - _tolerance(end), side="left"))
+        last = min(max(last, first + 1), n)
+    return first, last
+
+
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     first = text[0] if text else type(err).__name__
@@ -195,13 +305,19 @@ def open_video(path: str | Path, backend: str = "auto") -> _DecordReader | _PyAV
     return _DecordReader(path) if name == "decord" else _PyAVReader(path)
 
 
-def video_info(path: str | Path, backend: str = "auto") -> VideoInfo:
-    """Frame count, fps and size of the video at ``path``."""
+def video_info(path: str | Path, backend: str = "auto", *, frame_times: bool = False) -> VideoInfo:
+    """Frame count, fps and size of the video at ``path`` (and ``frame_times`` if asked)."""
     reader = open_video(path, backend)
     try:
-        return reader.info
+        return _info(reader, frame_times)
     finally:
         reader.close()
+
+
+def _info(reader: _DecordReader | _PyAVReader, frame_times: bool) -> VideoInfo:
+    if not frame_times:
+        return reader.info
+    return replace(reader.info, frame_times=reader.frame_times())
 
 
 def read_frames(path: str | Path, indices: Sequence[int], backend: str = "auto") -> np.ndarray:
@@ -231,21 +347,26 @@ def read_video(
     path: str | Path,
     choose_indices,
     backend: str = "auto",
+    *,
+    frame_times: bool = False,
 ) -> tuple[np.ndarray, list[int], VideoInfo]:
     """Open once, pick frame indices with ``choose_indices(info) -> list[int]``, decode them.
 
     Returns ``(frames, indices, info)``. Used by datasets, which need the frame count before
-    they can sample.
+    they can sample. With ``frame_times=True`` the info carries each frame's presentation
+    time (:attr:`VideoInfo.frame_times`), which :func:`frame_span` uses to turn seconds into
+    frames.
     """
     reader = open_video(path, backend)
     try:
-        indices = [int(i) for i in choose_indices(reader.info)]
-        n = reader.info.num_frames
+        info = _info(reader, frame_times)
+        indices = [int(i) for i in choose_indices(info)]
+        n = info.num_frames
         bad = [i for i in indices if i < 0 or i >= n]
         if bad:
             raise VideoDecodeError(path, f"frame index {bad[0]} outside [0, {n})")
         frames = reader.get(indices)
-        return frames, indices, reader.info
+        return frames, indices, info
     finally:
         reader.close()
 
