@@ -1,13 +1,26 @@
 """Text-video retrieval metrics with an explicit evaluation protocol.
 
 The five papers report R@1/5/10 and median rank, but their evaluation code differs in ways that
-move the numbers (the book's *Paper vs code* page, ``book/paper_vs_code.md``): MMPT reports
-fractions with no tie handling, Frozen-in-Time ``t2v_metrics`` (SimVTP, All-in-one) percentages
-with optimistic ties for text-to-video and averaged ties for video-to-text, UMT re-ranks the
-top 128 with its matching head. vlbook makes every such choice a field of
-:class:`RetrievalProtocol`; every :class:`RetrievalResult` carries its protocol and prints it
-as a one-line card, and :func:`retrieval_table` refuses to put results of different protocols
-in one table.
+move the numbers (the book's *Paper vs code* page, ``book/paper_vs_code.md``). vlbook makes every
+such choice a field of :class:`RetrievalProtocol`; every :class:`RetrievalResult` carries its
+protocol and prints it as a one-line card, and :func:`retrieval_table` refuses to put results of
+different protocols in one table. :data:`OFFICIAL_PROTOCOLS` names the three repositories'
+conventions, each reproducing its code's numbers exactly (``official_protocol(name)``):
+
+* ``"frozen-in-time"`` (Frozen-in-Time ``t2v_metrics`` / ``v2t_metrics``, used by SimVTP and
+  All-in-one): percentages; text-to-video ties broken optimistically, video-to-text ties
+  averaged over the tied positions (each caption's averaged rank, best caption kept).
+* ``"mmpt"`` (fairseq MMPT ``RetrievalMetric``, VLM): fractions; ties are not broken but
+  *expanded*: every gallery position whose score equals the positive's counts as one entry, so
+  a query tied with ``e`` items contributes ``e`` ranks ``g+1 .. g+e`` and the denominator of
+  R@k is the number of such entries (``e`` summed over queries), not the number of queries.
+  With no ties this is the ordinary definition.
+* ``"umt"`` (UMT ``itm_eval``, from BLIP/ALBEF): percentages; ranks are positions in
+  ``numpy.argsort(scores)[::-1]``, so ties fall in whatever order numpy's default (unstable)
+  sort leaves them — which depends on numpy's version, the CPU's SIMD sort and the dtype.
+  vlbook calls that same function on the scores' own dtype, so on one machine it gives the
+  official code's numbers; the top 128 are re-scored by the matching head when a scorer is
+  given (``rerank_top_k=128``).
 
 Definitions (``sim`` is ``(num_texts, num_videos)``; ``text_to_video[i]`` is the video of text
 ``i``; several texts may share a video):
@@ -17,7 +30,8 @@ Definitions (``sim`` is ``(num_texts, num_videos)``; ``text_to_video[i]`` is the
   captions (Frozen-in-Time / CLIP4Clip convention).
 * tie policy: with ``g`` items scoring strictly higher than the positive and ``e`` items (the
   positive included) scoring equal, ``optimistic`` = ``g + 1``, ``pessimistic`` = ``g + e``,
-  ``average`` = their mean.
+  ``average`` = their mean; ``argsort`` = the position in ``numpy.argsort(scores)[::-1]``;
+  ``expand`` = the ``e`` ranks ``g+1 .. g+e``, each an entry of the metric (MMPT).
 * R@k = share of queries with rank <= k; median rank (``numpy.median``, so the mean of the two
   middle ranks for an even count) and mean rank are 1-based.
 """
@@ -27,16 +41,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import torch
 
 __all__ = [
+    "OFFICIAL_PROTOCOLS",
     "RetrievalProtocol",
     "RetrievalResult",
     "dual_softmax",
+    "official_protocol",
+    "protocol_comparison",
     "rank_positives",
     "rerank_top_k",
     "retrieval_metrics",
@@ -44,9 +61,9 @@ __all__ = [
     "retrieval_table",
 ]
 
-TiePolicy = Literal["optimistic", "pessimistic", "average"]
+TiePolicy = Literal["optimistic", "pessimistic", "average", "argsort", "expand"]
 Units = Literal["percent", "fraction"]
-TIE_POLICIES: tuple[str, ...] = ("optimistic", "pessimistic", "average")
+TIE_POLICIES: tuple[str, ...] = ("optimistic", "pessimistic", "average", "argsort", "expand")
 CAPTION_POLICIES: tuple[str, ...] = ("all", "first")
 UNITS: tuple[str, ...] = ("percent", "fraction")
 #: ``score_fn(text_indices, video_indices) -> scores`` of a matching head for index pairs.
@@ -68,8 +85,12 @@ class RetrievalProtocol:
         rerank_top_k: ``None`` (off) or k: the top k candidates of each query are re-scored by a
             matching head and placed before the rest (UMT ``itm_eval``: k = 128, head score
             alone).
-        tie_policy: ``"optimistic"``, ``"pessimistic"`` or ``"average"`` (module docstring).
+        tie_policy: ``"optimistic"``, ``"pessimistic"``, ``"average"``, ``"argsort"`` or
+            ``"expand"`` (module docstring), for text-to-video and, unless
+            ``v2t_tie_policy`` is set, video-to-text.
         dataset: free-form dataset name shown in the card.
+        v2t_tie_policy: the video-to-text tie policy when it differs (Frozen-in-Time).
+        name: the repository convention this protocol reproduces (:data:`OFFICIAL_PROTOCOLS`).
     """
 
     split: str = "test"
@@ -79,14 +100,23 @@ class RetrievalProtocol:
     rerank_top_k: int | None = None
     tie_policy: TiePolicy = "optimistic"
     dataset: str = ""
+    v2t_tie_policy: TiePolicy | None = None
+    name: str = ""
+
+    @property
+    def ties(self) -> tuple[str, str]:
+        """The tie policies of text-to-video and video-to-text."""
+        return self.tie_policy, self.v2t_tie_policy or self.tie_policy
 
     def __post_init__(self) -> None:
         if self.captions_per_video not in CAPTION_POLICIES:
             raise ValueError(f"RetrievalProtocol.captions_per_video={self.captions_per_video!r};"
                              f" expected one of {CAPTION_POLICIES}")
-        if self.tie_policy not in TIE_POLICIES:
-            raise ValueError(f"RetrievalProtocol.tie_policy={self.tie_policy!r}; expected one of "
-                             f"{TIE_POLICIES}")
+        for attr in ("tie_policy", "v2t_tie_policy"):
+            value = getattr(self, attr)
+            if value is not None and value not in TIE_POLICIES:
+                raise ValueError(f"RetrievalProtocol.{attr}={value!r}; expected one of "
+                                 f"{TIE_POLICIES}")
         if self.rerank_top_k is not None and self.rerank_top_k < 1:
             raise ValueError(f"RetrievalProtocol.rerank_top_k={self.rerank_top_k}; expected None "
                              "(off) or a positive integer")
@@ -96,13 +126,16 @@ class RetrievalProtocol:
     def card(self) -> str:
         """One line naming every choice, e.g. ``split=test | captions=all | ... | ties=...``."""
         parts = [f"dataset={self.dataset}"] if self.dataset else []
+        parts += [f"convention={self.name}"] if self.name else []
+        t2v, v2t = self.ties
+        ties = t2v if t2v == v2t else f"{t2v} t2v / {v2t} v2t"
         parts += [
             f"split={self.split}",
             f"captions={self.captions_per_video}",
             "dual-softmax=" + (f"on(T={self.dual_softmax_temperature:g})"
                                if self.dual_softmax else "off"),
             "re-rank=" + (f"top-{self.rerank_top_k}" if self.rerank_top_k else "off"),
-            f"ties={self.tie_policy}",
+            f"ties={ties}",
         ]
         return " | ".join(parts)
 
@@ -190,6 +223,8 @@ def rank_positives(scores: torch.Tensor, positives: torch.Tensor, tie_policy: Ti
         raise ValueError(f"tie_policy={tie_policy!r}; expected one of {TIE_POLICIES}")
     if not bool(positives.any(1).all()):
         raise ValueError("every query needs at least one positive in the gallery")
+    if tie_policy == "argsort":
+        return _argsort_ranks(scores, positives, tier)
     out = []
     for start in range(0, scores.shape[0], chunk_size):
         s = scores[start:start + chunk_size]
@@ -204,6 +239,13 @@ def rank_positives(scores: torch.Tensor, positives: torch.Tensor, tie_policy: Ti
         equal = same_tier & (s == best)
         greater = better.sum(1).double()
         ties = equal.sum(1).double()
+        if tie_policy == "expand":  # one entry per tied position: g+1 .. g+e (MMPT)
+            counts = ties.long()
+            first = torch.repeat_interleave(greater, counts)
+            offset = torch.arange(int(counts.sum()), dtype=torch.float64) - torch.repeat_interleave(
+                torch.cumsum(counts, 0) - counts, counts).double()
+            out.append(first + 1 + offset)
+            continue
         if tie_policy == "optimistic":
             ranks = greater + 1
         elif tie_policy == "pessimistic":
@@ -212,6 +254,19 @@ def rank_positives(scores: torch.Tensor, positives: torch.Tensor, tie_policy: Ti
             ranks = greater + (1 + ties) / 2
         out.append(ranks)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def _argsort_ranks(scores: torch.Tensor, positives: torch.Tensor,
+                   tier: torch.Tensor | None = None) -> torch.Tensor:
+    """1-based position of the first positive in ``numpy.argsort(row)[::-1]`` (UMT, BLIP and
+    ALBEF ``itm_eval``), numpy's own sort deciding the order of ties; items outside the
+    re-ranked ``tier`` score -inf (UMT fills them with -100)."""
+    s = scores if scores.is_floating_point() else scores.double()  # the caller's dtype
+    if tier is not None:
+        s = torch.where(tier, s, torch.full_like(s, -math.inf))
+    order = np.argsort(s.numpy(), axis=1)[:, ::-1]
+    hits = np.take_along_axis(positives.numpy(), order, axis=1)
+    return torch.from_numpy(hits.argmax(1).astype(np.float64) + 1)
 
 
 def rerank_top_k(scores: torch.Tensor, k: int, score_fn: PairScorer,
@@ -308,17 +363,67 @@ def retrieval_metrics(sim: torch.Tensor, text_to_video: torch.Tensor,
 
     t2v_pos = torch.zeros(num_texts, num_videos, dtype=torch.bool)
     t2v_pos[torch.arange(num_texts), text_to_video] = True
-    t2v_ranks = rank_positives(t2v_scores, t2v_pos, protocol.tie_policy, t2v_tier)
+    t2v_ties, v2t_ties = protocol.ties
+    t2v_ranks = rank_positives(t2v_scores, t2v_pos, t2v_ties, t2v_tier)
 
     queried = _videos_with_captions(text_to_video, num_videos)
     v2t_pos = t2v_pos.t()[queried]
-    v2t_ranks = rank_positives(v2t_scores[queried], v2t_pos, protocol.tie_policy,
+    # several captions: the best caption's rank (Frozen-in-Time's minimum over each caption's
+    # averaged rank is that one too: the best-scoring caption has the fewest items above it)
+    v2t_ranks = rank_positives(v2t_scores[queried], v2t_pos, v2t_ties,
                                None if v2t_tier is None else v2t_tier[queried])
     return RetrievalResult(
         t2v=_summarise(t2v_ranks, ks, units), v2t=_summarise(v2t_ranks, ks, units),
         protocol=protocol, units=units, num_texts=num_texts, num_videos=num_videos,
         t2v_ranks=t2v_ranks, v2t_ranks=v2t_ranks,
     )
+
+
+#: The three official evaluation conventions: ``name -> (protocol, units)``.
+OFFICIAL_PROTOCOLS: dict[str, tuple[RetrievalProtocol, Units]] = {
+    "frozen-in-time": (RetrievalProtocol(tie_policy="optimistic", v2t_tie_policy="average",
+                                         name="frozen-in-time"), "percent"),
+    "mmpt": (RetrievalProtocol(tie_policy="expand", name="mmpt"), "fraction"),
+    "umt": (RetrievalProtocol(tie_policy="argsort", name="umt"), "percent"),
+}
+
+
+def official_protocol(name: str, **changes: object) -> tuple[RetrievalProtocol, Units]:
+    """``(protocol, units)`` of a repository's convention (:data:`OFFICIAL_PROTOCOLS`), with
+    fields changed (``split=``, ``captions_per_video=``, ``rerank_top_k=128`` for UMT's
+    re-ranking, ...)."""
+    if name not in OFFICIAL_PROTOCOLS:
+        raise ValueError(f"official protocol {name!r} is not known; known: "
+                         f"{sorted(OFFICIAL_PROTOCOLS)}")
+    protocol, units = OFFICIAL_PROTOCOLS[name]
+    return replace(protocol, **changes), units  # type: ignore[arg-type]
+
+
+def tied_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 4-text x 4-video similarity matrix with ties (scores quantised to 0.1, as fp16
+    features or a saturated model give), one caption per video: ``(sim, text_to_video)``."""
+    sim = torch.tensor([[0.9, 0.9, 0.2, 0.1],   # text 0: its video ties with video 1
+                        [0.5, 0.5, 0.5, 0.5],   # text 1: every video ties (a collapsed model)
+                        [0.3, 0.7, 0.7, 0.1],   # text 2: its video ties with video 1, second
+                        [0.2, 0.1, 0.3, 0.8]])  # text 3: no tie
+    return sim, torch.arange(4)
+
+
+def protocol_comparison(sim: torch.Tensor | None = None,
+                        text_to_video: torch.Tensor | None = None):  # -> pandas.DataFrame
+    """Text-to-video R@1, R@5 (percent) and median rank of each official convention on one
+    matrix (default :func:`tied_example`): how far apart the repositories' numbers are."""
+    import pandas as pd
+
+    if sim is None:
+        sim, text_to_video = tied_example()
+    rows = {}
+    for name in OFFICIAL_PROTOCOLS:
+        protocol, _ = official_protocol(name)
+        result = retrieval_metrics(sim, text_to_video, protocol, units="percent", ks=(1, 5))
+        rows[name] = {"t2v R@1 (%)": result.t2v["R@1"], "t2v R@5 (%)": result.t2v["R@5"],
+                      "t2v MdR": result.t2v["MdR"], "v2t R@1 (%)": result.v2t["R@1"]}
+    return pd.DataFrame(rows).T
 
 
 def _faiss_ranks(index_vectors: np.ndarray, query_vectors: np.ndarray,
@@ -396,6 +501,9 @@ def retrieval_metrics_from_embeddings(text_emb: torch.Tensor, video_emb: torch.T
     if protocol.dual_softmax or protocol.rerank_top_k:
         raise ValueError("the faiss backend supports neither dual softmax nor re-ranking; use "
                          "backend='dense'")
+    if {"argsort", "expand"} & set(protocol.ties):
+        raise ValueError(f"the faiss backend supports the optimistic, pessimistic and average "
+                         f"tie policies, not {protocol.ties}; use backend='dense'")
     if units not in UNITS:
         raise ValueError(f"units={units!r}; expected one of {UNITS}")
     t2v = _check_text_to_video((text_emb.shape[0], video_emb.shape[0]), text_to_video)
@@ -404,12 +512,13 @@ def retrieval_metrics_from_embeddings(text_emb: torch.Tensor, video_emb: torch.T
     videos = np.ascontiguousarray(video_emb.numpy())
     t2v_np = t2v[rows].numpy()
 
+    t2v_ties, v2t_ties = protocol.ties
     t2v_ranks = _faiss_ranks(videos, texts, lambda q, ids: ids == t2v_np[q][:, None],
-                             protocol.tie_policy, faiss_top_k)
+                             t2v_ties, faiss_top_k)
     queried = _videos_with_captions(t2v[rows], videos.shape[0]).numpy()
     v2t_ranks = _faiss_ranks(texts, videos[queried],
                              lambda q, ids: t2v_np[ids] == queried[q][:, None],
-                             protocol.tie_policy, faiss_top_k)
+                             v2t_ties, faiss_top_k)
     t2v_ranks_t, v2t_ranks_t = torch.from_numpy(t2v_ranks), torch.from_numpy(v2t_ranks)
     return RetrievalResult(
         t2v=_summarise(t2v_ranks_t, ks, units), v2t=_summarise(v2t_ranks_t, ks, units),
