@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from vlbook.train import (
@@ -61,6 +62,43 @@ def test_two_cpu_processes_finish_with_identical_weights(tmp_path):
     assert isinstance(rng["torch"], torch.Tensor)
     assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-00000006" / "rng-rank1.pt").is_file()
     assert any("step 6/6" in line for line in lines)  # the log was streamed
+
+
+def _losses(run_dir):
+    import pandas as pd
+
+    return pd.read_csv(run_dir / "metrics.csv").set_index("step")[["loss", "loss_t2v",
+                                                                   "loss_v2t"]]
+
+
+def test_two_processes_equal_one_process_at_the_same_global_batch(tmp_path):
+    """No accumulation, in-batch negatives gathered across processes: two processes with 4
+    clips each take the steps one process takes with the 8 clips (DDP averages gradients).
+    Compared on the losses of every step: AdamW's first updates divide near-zero gradients by
+    their own size, so weights after a few steps differ at float noise x lr, not the losses."""
+    from vlbook.train import train
+
+    def config(name, gather):
+        return _config(tmp_path / name, total_steps=6, seed=5, log_every=1,
+                       model={"name": "debug_tiny", "kwargs": {"gather": gather,
+                                                               "dropout": 0.0}})
+
+    one = train(config("one", gather=True))
+    two = launch(config("two", gather=True), num_processes=2, log=None, timeout_s=180,
+                 env={"OMP_NUM_THREADS": "1"})
+    assert (one.per_device_batch, two.per_device_batch) == (8, 4)
+    assert one.contrastive_batch_size == two.contrastive_batch_size == 8
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 6
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-4)
+    assert float(a["loss"].iloc[-1]) < float(a["loss"].iloc[0])  # it trains
+    # without the gather each process scores its 4 clips against 4 candidates, not 8: another
+    # objective (lower loss at step 1: fewer negatives)
+    local = launch(config("local", gather=False), num_processes=2, log=None, timeout_s=180,
+                   env={"OMP_NUM_THREADS": "1"})
+    assert local.contrastive_batch_size == 4
+    c = _losses(tmp_path / "local")
+    assert float(c["loss"].iloc[0]) < float(a["loss"].iloc[0]) - 0.3
 
 
 def test_launch_command_for_cpu_gloo():

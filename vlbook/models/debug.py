@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from vlbook.distributed import all_gather_with_grad, get_rank, get_world_size
 from vlbook.models.base import VLModel, register_model
 
 
@@ -66,8 +67,12 @@ class DebugDualEncoder(VLModel):
         max_text_len: int = 8,
         temperature: float = 0.1,
         dropout: float = 0.1,
+        gather: bool = False,
     ) -> None:
         super().__init__()
+        # gather=True: in-batch negatives from every process (vlbook.distributed), so a
+        # multi-process step computes the loss of the whole global batch
+        self.gathers_contrastive_features = gather
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not a multiple of patch={patch_size}")
         self.num_frames, self.image_size, self.channels = num_frames, image_size, channels
@@ -100,8 +105,17 @@ class DebugDualEncoder(VLModel):
     def pretrain_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         video = self.encode_video(batch["video"])
         text = self.encode_text(batch["input_ids"], batch["attention_mask"])
+        target = torch.arange(text.shape[0], device=text.device)
+        if self.gathers_contrastive_features and get_world_size() > 1:
+            offset = get_rank() * text.shape[0]  # equal local batches (the trainer's plan)
+            all_video, all_text = all_gather_with_grad(video), all_gather_with_grad(text)
+            logits = text @ all_video.t() / self.temperature
+            loss_t2v = F.cross_entropy(logits, target + offset)
+            loss_v2t = F.cross_entropy(video @ all_text.t() / self.temperature, target + offset)
+            acc = (logits.argmax(dim=1) == target + offset).float().mean().detach()
+            return {"loss": (loss_t2v + loss_v2t) / 2, "loss_t2v": loss_t2v.detach(),
+                    "loss_v2t": loss_v2t.detach(), "acc_t2v": acc}
         logits = text @ video.t() / self.temperature
-        target = torch.arange(logits.shape[0], device=logits.device)
         loss_t2v = F.cross_entropy(logits, target)
         loss_v2t = F.cross_entropy(logits.t(), target)
         acc = (logits.argmax(dim=1) == target).float().mean().detach()
