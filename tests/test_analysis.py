@@ -53,7 +53,8 @@ def test_vit_b16_forward_is_35_gflops_per_image_and_costs_no_memory():
     result = count_flops(
         lambda: timm.create_model("vit_base_patch16_224"), torch.zeros(1, 3, 224, 224)
     )
-    assert result.gflops == pytest.approx(35.13, abs=0.01)  # 17.56 GMACs, as usually quoted
+    assert result.gflops == pytest.approx(35.13, abs=0.01)
+    assert result.gmacs == pytest.approx(17.56, abs=0.01)  # the "17.6 GFLOPs" DeiT quotes
     assert set(result.per_module) >= {"patch_embed", "blocks", "head"}
     assert result.per_module["blocks"] / result.total > 0.99
     with torch.device("meta"):

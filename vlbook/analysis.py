@@ -3,10 +3,19 @@
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on the **meta** device:
 no memory is allocated (a ViT-L configuration costs nothing) and fused attention is counted —
 on CPU tensors the counter misses ``_scaled_dot_product_flash_attention_for_cpu`` and reports
-ViT-B/16 at 33.70 GFLOPs instead of 35.13 (ENVIRONMENT_NOTES). Counts are FLOPs (a multiply-add
-is 2), the convention of the papers' "GFLOPs" columns (ViT-B/16 at 224 px: 17.6 GMACs = 35.1
-GFLOPs per image). Only matrix products and convolutions are counted, as the counter does;
-element-wise operations, norms and softmax are not.
+ViT-B/16 at 33.70 GFLOPs instead of 35.13 (ENVIRONMENT_NOTES). Only matrix products and
+convolutions are counted, as the counter does; element-wise operations, norms and softmax are
+not.
+
+Units — two conventions, always named:
+
+* **FLOPs** (:attr:`FlopCount.gflops`): a multiply-add is 2 floating-point operations; the unit
+  of hardware throughput and of model-FLOP utilisation (``vlbook.bench``).
+* **MACs** (:attr:`FlopCount.gmacs` = FLOPs / 2): multiply-adds, what fvcore and thop count.
+  The "GFLOPs" columns of the video papers are in this unit (ViT-B/16 at 224 px: the "17.6
+  GFLOPs" quoted since DeiT are 17.6 GMACs = 35.1 GFLOPs; UMT Table 5's 180 for ViT-B at
+  8x224 are fvcore multiply-adds; E-ViLM Table 1 counts the same way). Compare a paper's figure
+  with ``gmacs``, and say "GMACs" beside it.
 """
 
 from __future__ import annotations
@@ -80,7 +89,13 @@ class FlopCount:
 
     @property
     def gflops(self) -> float:
+        """Billions of FLOPs (a multiply-add counts 2)."""
         return self.total / 1e9
+
+    @property
+    def gmacs(self) -> float:
+        """Billions of multiply-adds (FLOPs / 2): the unit of the papers' "GFLOPs" columns."""
+        return self.total / 2e9
 
     def to_frame(self) -> Any:
         import pandas as pd

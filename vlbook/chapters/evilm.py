@@ -47,7 +47,8 @@ from vlbook.models.evilm import (
 from vlbook.train import config_from_preset, latest_checkpoint, load_checkpoint, toy
 from vlbook.train.toy import toy_optim
 
-#: E-ViLM Table 1: GFLOPs for 4 frames (the paper's "FLOPs" unit).
+#: E-ViLM Table 1: "GFLOPs" for 4 frames — multiply-adds (GMACs, fvcore's convention; see
+#: :mod:`vlbook.analysis`), compared with ``count_flops(...).gmacs``.
 PAPER_GFLOPS: float = 12.2
 #: Tables 5-7 (MSRVTT retrieval R@1/5/10, MSRVTT-QA, MC; HMDB51 linear probe; VOC. RATE).
 PAPER_TABLE5: dict[str, dict[str, Any]] = {
@@ -490,8 +491,9 @@ def evaluate_retrieval(model: EViLM, batches: Sequence[dict[str, Any]]) -> dict[
 
 
 def table1_flops(num_frames: int = 4, text_len: int = 40) -> dict[str, float]:
-    """GFLOPs (forward, meta device, ``vlbook.analysis.count_flops``) of E-ViLM on one video +
-    caption, and of All-in-one Ti/S/B with 3 frames and their 40-token text (Table 1)."""
+    """GFLOPs — billions of FLOPs, a multiply-add counting 2 (forward, meta device,
+    ``vlbook.analysis.count_flops``) — of E-ViLM on one video + caption, and of All-in-one
+    Ti/S/B with 3 frames and their 40-token text (Table 1, whose column is GMACs: halve)."""
     def batch(model_frames: int, size: int) -> dict[str, torch.Tensor]:
         ids = torch.ones(1, text_len, dtype=torch.long)
         return {"video": torch.zeros(1, model_frames, 3, size, size), "input_ids": ids,
