@@ -51,12 +51,35 @@ def test_page_lists_missing_rows_as_not_run_and_keeps_scales_apart(tmp_path: Pat
     page = ledger_markdown(tmp_path, scales=("toy", "full"))
     paper, table, row, metric = expected[0]
     line = next(x for x in page.splitlines() if f"| {table} | {row} | {metric} |" in x)
-    assert "| not run |" in line and "simvtp" in line
+    assert "not run |" in line
+    ref = line.rsplit("|", 2)[1].strip()  # the note's number, e.g. "[1]"
+    section = page.split("## SimVTP")[1].split("\n## ")[0]  # notes are numbered per chapter
+    note = next(x for x in section.splitlines() if x.startswith(ref.strip("[]") + ". "))
+    assert "simvtp" in note
     assert "| smoke |" not in page  # the smoke run is not part of a toy book
     # chapters that never ran appear too, as not run
     vlm_key = EXPECTED_ROWS["vlm"][0]
     assert f"| {vlm_key[1]} | {vlm_key[2]} | {vlm_key[3]} |" in page
     assert "notebooks/vlm.ipynb has not been run" in page
+
+
+def test_page_follows_book_order_and_keeps_rows_with_the_chapter_that_wrote_them(
+        tmp_path: Path) -> None:
+    from vlbook.results import ledger_counts
+
+    _write(tmp_path, "evilm", "toy", EXPECTED_ROWS["evilm"])
+    _write(tmp_path, "vlm", "toy", EXPECTED_ROWS["vlm"])
+    page = ledger_markdown(tmp_path, scales=("toy",), chart="ledger_status.png")
+    sections = [x for x in page.splitlines() if x.startswith("## ")]
+    assert sections[0].startswith("## VLM") and sections[-1].startswith("## E-ViLM")
+    assert "![Ledger rows per chapter by status](ledger_status.png)" in page
+    # E-ViLM's Table 1 rows about All-in-one stay in the E-ViLM section, under that table
+    evilm = page.split("## E-ViLM")[1]
+    assert "| Table 1 | allinone_tiny |" in evilm
+    counts = ledger_counts(tmp_path, scales=("toy",))
+    assert list(counts) == ["VLM", "SimVTP", "Unmasked Teacher", "All-in-one", "E-ViLM"]
+    assert counts["VLM"]["differs"] == len(EXPECTED_ROWS["vlm"])
+    assert counts["SimVTP"]["not run"] == len(EXPECTED_ROWS["simvtp"])
 
 
 def test_binomial_standard_error_by_hand() -> None:

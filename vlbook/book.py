@@ -78,10 +78,16 @@ def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
 def write_ledger(stage: Path, scale: str | None = None) -> Path:
     """The reproduction ledger page, generated from the result files chapters write: the runs
     at ``scale`` (and ``full`` runs, when a cluster has written them); every run when None."""
-    from vlbook.results import ledger_markdown
+    from vlbook.results import ledger_counts, ledger_markdown, plot_ledger_counts
 
+    scales = None if scale is None else (scale, "full")
+    chart = None
+    counts = ledger_counts(scales=scales)
+    if counts:
+        plot_ledger_counts(counts, stage / "ledger_status.png")
+        chart = "ledger_status.png"
     path = stage / "ledger.md"
-    path.write_text(ledger_markdown(scales=None if scale is None else (scale, "full")))
+    path.write_text(ledger_markdown(scales=scales, chart=chart))
     return path
 
 

@@ -196,13 +196,103 @@ def _fmt(value: float | str | None) -> str:
     return str(value)
 
 
-def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = None) -> str:
-    """The reproduction ledger page as MyST markdown: one section per paper, a status count,
-    then paper value and ours side by side. Expected rows that no run wrote
+#: Status markers of the ledger page (a colour-blind-safe symbol with each word).
+STATUS_MARKS: dict[str, str] = {"matches": "🟢", "direction reproduced": "🔵",
+                                "differs": "🟠", "not run": "⚪"}
+
+
+def _rows_by_chapter(root: Path, scales: tuple[str, ...] | None) -> dict[str, list[LedgerRow]]:
+    """The rows each chapter wrote (``results/<chapter>/<scale>/ledger.json``) plus its expected
+    rows no run wrote, chapters in book order; an ``exact`` row written twice is kept once."""
+    from vlbook.chapters import chapters
+
+    written: dict[str, list[LedgerRow]] = {}
+    seen_exact: set[tuple[str, str, str, str]] = set()
+    order = {s: i for i, s in enumerate(SCALE_ORDER)}
+    for path in sorted(root.glob("*/*/ledger.json"), key=lambda p: order.get(p.parent.name, 9)):
+        if scales is not None and path.parent.name not in scales:
+            continue
+        for r in json.loads(path.read_text())["data"]:
+            row = LedgerRow(**r)
+            key = (row.paper, row.table, row.row, row.metric)
+            if row.scale == "exact":
+                if key in seen_exact:
+                    continue
+                seen_exact.add(key)
+            written.setdefault(path.parent.parent.name, []).append(row)
+    every = list(written.values())
+    absent = _expected_but_absent([r for rows in every for r in rows], root, scales)
+    spec = expected_rows()
+    for row in absent:
+        owner = next((c for c, keys in spec.items()
+                      if (row.paper, row.table, row.row, row.metric) in keys), row.paper)
+        written.setdefault(owner, []).append(row)
+    names = [c.name for c in chapters()]
+    ordered = {n: written[n] for n in names if n in written}
+    ordered.update({n: rows for n, rows in sorted(written.items()) if n not in ordered})
+    for rows in ordered.values():
+        rows.sort(key=lambda r: (r.paper, r.table, r.row, order.get(r.scale, 99)))
+    return ordered
+
+
+def _chapter_spec(name: str) -> Any:
+    from vlbook.chapters import chapters
+
+    return next((c for c in chapters() if c.name == name), None)
+
+
+def _chapter_title(name: str, short: bool = False) -> str:
+    """The chapter's title (``short``: the part before its colon, e.g. "VLM")."""
+    spec = _chapter_spec(name)
+    title = spec.title if spec is not None else name
+    return title.split(":")[0].strip() if short else title
+
+
+def ledger_counts(root: Path | None = None, scales: tuple[str, ...] | None = None
+                  ) -> dict[str, dict[str, int]]:
+    """``{chapter title: {status: rows}}`` in book order (the ledger page's summary)."""
+    out = {}
+    for name, rows in _rows_by_chapter(root or results_root(), scales).items():
+        out[_chapter_title(name, short=True)] = {s: sum(r.status == s for r in rows)
+                                                 for s in STATUSES}
+    return out
+
+
+def plot_ledger_counts(counts: dict[str, dict[str, int]], path: Path) -> Path:
+    """Stacked horizontal bars of status per chapter, saved to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    colours = {"matches": "#1b9e77", "direction reproduced": "#377eb8", "differs": "#e6882e",
+               "not run": "#bdbdbd"}
+    titles = list(counts)[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(titles) + 1.2))
+    left = [0] * len(titles)
+    for status in STATUSES:
+        values = [counts[t][status] for t in titles]
+        ax.barh(titles, values, left=left, color=colours[status], label=status)
+        left = [a + b for a, b in zip(left, values)]
+    ax.set_xlabel("ledger rows")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(titles) < 4 else -0.12),
+              ncol=4, frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = None,
+                    chart: str | None = None) -> str:
+    """The reproduction ledger page as MyST markdown: a status count per chapter (and the
+    ``chart`` image when given), then one section per chapter in book order with the rows it
+    wrote — paper value and ours side by side, status marked, each note numbered below the
+    table so it is readable. A row about another paper's table (E-ViLM's FLOPs of All-in-one)
+    stays with the chapter that measured it and names that paper. Expected rows no run wrote
     (:func:`vlbook.ledger.expected_rows`) are listed as ``not run``, never dropped."""
     root = root or results_root()
-    rows = collect_ledger(root, scales)
-    rows += _expected_but_absent(rows, root, scales)
+    by_chapter = _rows_by_chapter(root, scales)
     lines = [
         "# Reproduction ledger",
         "",
@@ -214,26 +304,38 @@ def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = N
         " A row marked *not run* is one the chapter covers but this build did not measure.",
         "",
     ]
-    if not rows:
+    if not by_chapter:
         lines.append("No chapter has written ledger rows yet.")
         return "\n".join(lines) + "\n"
-    papers = list(dict.fromkeys(r.paper for r in sorted(rows, key=lambda r: r.paper)))
-    lines += ["| paper | " + " | ".join(STATUSES) + " | rows |",
+    if chart:
+        lines += [f"![Ledger rows per chapter by status]({chart})", ""]
+    lines += ["| chapter | " + " | ".join(f"{STATUS_MARKS[s]} {s}" for s in STATUSES)
+              + " | rows |",
               "| --- | " + " | ".join("---:" for _ in STATUSES) + " | ---: |"]
-    for paper in papers:
-        mine = [r for r in rows if r.paper == paper]
-        counts = [sum(r.status == s for r in mine) for s in STATUSES]
-        lines.append(f"| {paper} | " + " | ".join(map(str, counts)) + f" | {len(mine)} |")
-    for paper in papers:
-        lines += ["", f"## {paper}", "",
+    titles = {n: _chapter_title(n) for n in by_chapter}
+    for name, rows in by_chapter.items():
+        counts = [sum(r.status == s for r in rows) for s in STATUSES]
+        lines.append(f"| {_chapter_title(name, short=True)} | " + " | ".join(map(str, counts))
+                     + f" | {len(rows)} |")
+    for name, rows in by_chapter.items():
+        spec = _chapter_spec(name)
+        own = spec.ledger_rows[0][0] if spec is not None else None
+        lines += ["", f"## {titles[name]}", "",
                   "| table | row | metric | paper | ours | scale | status | note |",
-                  "| --- | --- | --- | ---: | ---: | --- | --- | --- |"]
-        order = {s: i for i, s in enumerate(SCALE_ORDER)}
-        for r in sorted((r for r in rows if r.paper == paper),
-                        key=lambda r: (r.table, r.row, order.get(r.scale, 99))):
-            cells = [r.table, r.row, r.metric, _fmt(r.paper_value), _fmt(r.ours), r.scale,
-                     r.status, r.note]
+                  "| --- | --- | --- | ---: | ---: | --- | --- | ---: |"]
+        notes: list[str] = []
+        for r in rows:
+            table = r.table if own is None or r.paper == own else f"{r.paper} {r.table}"
+            ref = ""
+            if r.note:
+                notes.append(r.note)
+                ref = f"[{len(notes)}]"
+            cells = [table, r.row, r.metric, _fmt(r.paper_value), _fmt(r.ours), r.scale,
+                     f"{STATUS_MARKS.get(r.status, '')} {r.status}", ref]
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        if notes:
+            lines += ["", "Notes:", ""]
+            lines += [f"{i}. {n}" for i, n in enumerate(notes, start=1)]
     return "\n".join(lines) + "\n"
 
 
