@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from train_fixtures import debug_config
 
 from vlbook.train import (
     LaunchError,
@@ -22,19 +23,8 @@ from vlbook.train.trainer import weights_checksum
 
 
 def _config(out_dir, **overrides) -> TrainConfig:
-    values = {
-        "model": {"name": "debug_tiny"},
-        "data": {"name": "debug_pairs", "kwargs": {"num_clips": 32}},
-        "global_batch_size": 8,
-        "lr": 3e-3,
-        "warmup_steps": 1,
-        "total_steps": 6,
-        "log_every": 2,
-        "output_dir": str(out_dir),
-        "tensorboard": False,
-    }
-    values.update(overrides)
-    return TrainConfig.from_dict(values)
+    values = {"lr": 3e-3, "warmup_steps": 1, "total_steps": 6, "log_every": 2}
+    return debug_config(out_dir, **{**values, **overrides})
 
 
 def test_two_cpu_processes_finish_with_identical_weights(tmp_path):

@@ -145,17 +145,14 @@ class Ledger:
     rows: list[LedgerRow] = field(default_factory=list)
 
 
-def collect_ledger(root: Path | None = None, scales: tuple[str, ...] | None = None
-                   ) -> list[LedgerRow]:
-    """All ledger rows under the results root, larger scales first.
-
-    ``scales``: read only the runs of those scales (``results/<chapter>/<scale>/``; default
-    every run). An ``exact`` row (parameter counts, FLOPs) written by several runs is kept once.
-    """
-    root = root or results_root()
-    rows: list[LedgerRow] = []
+def _read_rows(root: Path, scales: tuple[str, ...] | None) -> list[tuple[str, LedgerRow]]:
+    """``(chapter, row)`` of every ledger file under ``root`` (larger scales first; only
+    ``scales`` when given); an ``exact`` row written by several runs is kept once."""
+    order = {s: i for i, s in enumerate(SCALE_ORDER)}
+    out: list[tuple[str, LedgerRow]] = []
     seen_exact: set[tuple[str, str, str, str]] = set()
-    for path in sorted(root.glob("*/*/ledger.json")):
+    for path in sorted(root.glob("*/*/ledger.json"),
+                       key=lambda p: (order.get(p.parent.name, 9), str(p))):
         if scales is not None and path.parent.name not in scales:
             continue
         for r in json.loads(path.read_text())["data"]:
@@ -165,7 +162,18 @@ def collect_ledger(root: Path | None = None, scales: tuple[str, ...] | None = No
                 if key in seen_exact:
                     continue
                 seen_exact.add(key)
-            rows.append(row)
+            out.append((path.parent.parent.name, row))
+    return out
+
+
+def collect_ledger(root: Path | None = None, scales: tuple[str, ...] | None = None
+                   ) -> list[LedgerRow]:
+    """All ledger rows under the results root, larger scales first.
+
+    ``scales``: read only the runs of those scales (``results/<chapter>/<scale>/``; default
+    every run). An ``exact`` row (parameter counts, FLOPs) written by several runs is kept once.
+    """
+    rows = [row for _, row in _read_rows(root or results_root(), scales)]
     order = {s: i for i, s in enumerate(SCALE_ORDER)}
     rows.sort(key=lambda r: (r.paper, r.table, r.row, order.get(r.scale, 99)))
     return rows
@@ -207,19 +215,9 @@ def _rows_by_chapter(root: Path, scales: tuple[str, ...] | None) -> dict[str, li
     from vlbook.chapters import chapters
 
     written: dict[str, list[LedgerRow]] = {}
-    seen_exact: set[tuple[str, str, str, str]] = set()
+    for chapter, row in _read_rows(root, scales):
+        written.setdefault(chapter, []).append(row)
     order = {s: i for i, s in enumerate(SCALE_ORDER)}
-    for path in sorted(root.glob("*/*/ledger.json"), key=lambda p: order.get(p.parent.name, 9)):
-        if scales is not None and path.parent.name not in scales:
-            continue
-        for r in json.loads(path.read_text())["data"]:
-            row = LedgerRow(**r)
-            key = (row.paper, row.table, row.row, row.metric)
-            if row.scale == "exact":
-                if key in seen_exact:
-                    continue
-                seen_exact.add(key)
-            written.setdefault(path.parent.parent.name, []).append(row)
     every = list(written.values())
     absent = _expected_but_absent([r for rows in every for r in rows], root, scales)
     spec = expected_rows()

@@ -349,19 +349,6 @@ class VideoTextDataset(AnnotatedVideoDataset):
             return [(i, k) for i, r in enumerate(self.records) for k in range(len(r["captions"]))]
         return super()._build_items()
 
-    def _read_member(self, shard: str, member: str) -> bytes:
-        """Bytes of ``member`` of the tar ``shard`` (each shard's index is read once)."""
-        tars = self.__dict__.setdefault("_tars", {})
-        if shard not in tars:
-            tars[shard] = tarfile.open(shard)
-        handle = tars[shard].extractfile(tars[shard].getmember(member))
-        return handle.read() if handle is not None else b""
-
-    def __getstate__(self) -> dict[str, Any]:  # open shards are not sent to loader workers
-        state = dict(self.__dict__)
-        state.pop("_tars", None)
-        return state
-
     def _fields(self, rec: dict, sub: int, rng: np.random.Generator) -> dict[str, Any]:
         caps = rec["captions"]
         if self.caption_mode == "random":
