@@ -667,3 +667,127 @@ def test_multiple_choice_evaluation_hand_computed_case():
     assert out["pair_colour"] == 0.5 and out["pair_motion"] == 0.5
     assert out["pair_order"] == 1.0 and out["pair_shape"] == 1.0 and out["pair_size"] == 1.0
     assert out["pair_temporal"] == pytest.approx(3 / 4)
+
+
+# ---- Table 8 toy protocol: position/time init, order blindness, the probe's statistics ------
+
+
+def test_position_init_std_draws_patch_positions_and_time_only():
+    torch.manual_seed(0)
+    default = AllInOne(tiny_config(image_size=64))
+    assert bool((default.transformer.temporal_embed == 0).all())  # the code: zeros
+    torch.manual_seed(0)
+    model = AllInOne(tiny_config(image_size=64, position_init_std=0.5))
+    vt = model.transformer
+    # truncated at 2 std: |x| <= 1, std of N(0, 1) truncated at +-2 = 0.88
+    patch_positions = vt.pos_embed.detach()[:, 1:]
+    assert float(patch_positions.abs().max()) <= 1.0
+    assert float(patch_positions.std()) == pytest.approx(0.44, abs=0.05)
+    time = vt.temporal_embed.detach()
+    assert float(time.abs().max()) <= 1.0 and float(time.std()) > 0.3
+    assert float(vt.pos_embed.detach()[0, 0].std()) < 0.04  # the CLS keeps N(0, 0.02)
+    with pytest.raises(ValueError, match="position_init_std"):
+        tiny_config(position_init_std=-0.1)
+
+
+def test_embedding_norms_of_the_frame_tokens():
+    torch.manual_seed(0)
+    model = AllInOne(tiny_config(position_init_std=0.5))
+    video = make_batch(model.config, batch_size=2)["video"]
+    norms = model.embedding_norms(video)
+    vt = model.transformer
+    content = vt.patch_embed(video.flatten(0, 1)).detach()
+    assert norms["content"] == pytest.approx(float(content.norm(dim=-1).mean()), rel=1e-5)
+    position, time = vt.pos_embed.detach()[0, 1:], vt.temporal_embed.detach()[0]
+    assert norms["position"] == pytest.approx(float(position.norm(dim=-1).mean()), rel=1e-5)
+    assert norms["time"] == pytest.approx(float(time.norm(dim=-1).mean()), rel=1e-5)
+    assert norms["time/content"] == pytest.approx(norms["time"] / norms["content"])
+
+
+def test_time_average_without_temporal_embedding_cannot_tell_a_clip_from_its_reverse():
+    # the "time average" row: a single-frame model never trains the other frames' temporal
+    # rows (zero in the code), so averaging its frames is blind to their order; rolling and
+    # flatten (given temporal embeddings) are not
+    torch.manual_seed(0)
+    sizes = dict(image_size=64, init="xavier")  # 65 image tokens: 8 + 8 rolled per layer
+    model = AllInOne(tiny_config(temporal="time_average", **sizes)).eval()
+    batch = make_batch(model.config, batch_size=2)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    forward = model.forward_joint(batch["video"], ids, mask).pooled
+    reverse = model.forward_joint(batch["video"].flip(1), ids, mask).pooled
+    torch.testing.assert_close(forward, reverse)
+    for mode, std in (("rolling", None), ("flatten", 0.5)):
+        torch.manual_seed(0)
+        other = AllInOne(tiny_config(temporal=mode, position_init_std=std, **sizes)).eval()
+        a = other.forward_joint(batch["video"], ids, mask).pooled
+        b = other.forward_joint(batch["video"].flip(1), ids, mask).pooled
+        assert float((a - b).abs().max()) > 1e-4, mode
+
+
+def test_paired_difference_hand_computed():
+    from vlbook.chapters.allinone import paired_difference
+
+    # d = [1, 0, 0, -1]: mean 0; sample std sqrt(2/3); s.e. sqrt(2/3)/2 = 0.408
+    diff, se = paired_difference([1, 1, 0, 0], [0, 1, 0, 1])
+    assert diff == pytest.approx(0.0)
+    assert se == pytest.approx(100 * (2 / 3) ** 0.5 / 2)
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference([1, 0], [1, 0, 1])
+
+
+def test_evaluate_probe_scores_truth_against_its_opposite():
+    from vlbook.chapters.allinone import evaluate_probe
+
+    # MOTIONS = left right up down grow shrink appear disappear
+    table = torch.zeros(4, 8)
+    table[0, :2] = torch.tensor([1.0, 2.0])  # left clip: right above left -> wrong both ways
+    table[1, [0, 1, 2]] = torch.tensor([1.0, 2.0, 3.0])  # right clip: says up, right > left
+    table[2, [2, 3, 4]] = torch.tensor([1.0, 0.0, 5.0])  # up clip: says grow, up > down
+    table[3, 4] = 4.0  # grow clip: right, grow > shrink
+
+    class Fixed(torch.nn.Module):  # returns row i of the table for clip i
+        config = tiny_config()
+
+        def answer_logits(self, video, ids, mask):
+            return table[video[:, 0, 0, 0, 0].long()]
+
+    labels = torch.tensor([0, 1, 2, 4])
+    video = torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 1, 1, 2, 2).clone()
+    data = {"test": {"video": video, "label": labels}, "chance": 1 / 8,
+            "question": (torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))}
+    out = evaluate_probe(Fixed(), data)
+    assert out["probe_accuracy"] == pytest.approx(0.25)
+    assert out["direction_accuracy"] == pytest.approx(0.75)
+    assert out["hits"] == [False, True, True, True]
+
+
+def _probe_row(method, hits):
+    return {"method": method, "direction_accuracy": sum(hits) / len(hits), "items": len(hits),
+            "hits": hits}
+
+
+def test_table8_ledger_rows_need_rolling_and_flatten_beyond_paired_noise():
+    from vlbook.chapters.allinone import table8_ledger_rows
+
+    n = 100
+    blind = [i % 2 == 0 for i in range(n)]  # 50 %
+    # 90 %: against blind, d = +1 on the 50 odd items, -1 on the 10 multiples of 10, else 0:
+    # mean 0.4, sample variance (0.6 - 0.16) * 100 / 99 = 0.444, s.e. 0.0667
+    strong = [i % 10 != 0 for i in range(n)]
+    table8a = [_probe_row("single frame", blind), _probe_row("time average", blind),
+               _probe_row("flatten", strong), _probe_row("token rolling", strong)]
+    table8b = [{"ratio": 0.0, **_probe_row("", blind)}, {"ratio": 0.25, **_probe_row("", strong)}]
+    rows = {(r.table, r.row): r for r in table8_ledger_rows(table8a, table8b, "toy")}
+    assert rows[("Table 8a", "single frame")].status == "direction reproduced"
+    assert rows[("Table 8a", "time average")].status == "direction reproduced"
+    assert rows[("Table 8a", "token rolling")].status == "direction reproduced"
+    assert rows[("Table 8a", "flatten")].status == "differs"  # rolling not above flatten
+    assert rows[("Table 8b", "ratio 0.25")].status == "direction reproduced"
+    assert rows[("Table 8a", "single frame")].ours == 50.0
+    assert "token rolling - single frame: +40 ± 6.7 (paired 1 s.e.)" in rows[
+        ("Table 8a", "token rolling")].note
+    # flatten at the single frame's level: the single-frame row needs both, so it differs
+    table8a[2] = _probe_row("flatten", blind)
+    rows = {(r.table, r.row): r for r in table8_ledger_rows(table8a, table8b, "toy")}
+    assert rows[("Table 8a", "single frame")].status == "differs"
+    assert all(r.status == "not run" for r in table8_ledger_rows(table8a, table8b, "smoke"))

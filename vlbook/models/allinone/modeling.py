@@ -63,6 +63,7 @@ from vlbook.losses import (
 )
 from vlbook.masking import mask_text_tokens
 from vlbook.models.base import VLModel
+from vlbook.nn.init import embedding_norms, init_additive_embedding_
 
 __all__ = [
     "INITS",
@@ -129,6 +130,12 @@ class AllInOneConfig:
     # "xavier": Xavier-uniform linear weights, whose gain does not shrink with the width (the
     # toy model: see ``INITS``)
     init: str = "bert"
+    # None: the code's position tables (2-D positions N(0, 0.02), temporal embedding zeros);
+    # a number: the patches' 2-D positions and the temporal embedding drawn at that std
+    # (vlbook.nn.init.init_additive_embedding_). A toy option: at width 64 the patch tokens
+    # have norm ~5 and N(0, 0.02) positions ~0.16, so where and when a shape is barely
+    # registers next to its colour (``AllInOne.embedding_norms`` measures it)
+    position_init_std: float | None = None
     # temporal modelling (Sec. 3.2, Tables 8, 11)
     temporal: str = "rolling"
     roll_ratio: float = 0.25
@@ -175,6 +182,8 @@ class AllInOneConfig:
              f"embed_dim={self.embed_dim} is not a multiple of num_heads={self.num_heads}"),
             (self.num_frames >= 1, f"num_frames={self.num_frames}; expected >= 1"),
             (self.init in INITS, f"init={self.init!r}; accepted: {INITS}"),
+            (self.position_init_std is None or self.position_init_std >= 0,
+             f"position_init_std={self.position_init_std}; expected None or >= 0"),
             (self.vtm_negatives in ("random", "hard"),
              f"vtm_negatives={self.vtm_negatives!r}; accepted: ('random', 'hard')"),
         ]
@@ -541,6 +550,11 @@ class AllInOne(VLModel):
             nn.init.trunc_normal_(p, std=0.02)
         if config.distilled:
             nn.init.trunc_normal_(self.transformer.dist_token, std=0.02)
+        if config.position_init_std is not None:  # toy option (see AllInOneConfig)
+            prefix = config.num_prefix_tokens
+            init_additive_embedding_(self.transformer.pos_embed.data[:, prefix:],
+                                     config.position_init_std)
+            init_additive_embedding_(self.transformer.temporal_embed, config.position_init_std)
         if config.tie_mlm_decoder:
             self.mlm_head.decoder.weight = self.text_embeddings.word_embeddings.weight
         if config.num_answers > 0:
@@ -649,6 +663,18 @@ class AllInOne(VLModel):
         tokens = torch.cat([prefix_tokens.expand(b * s, -1, -1), patches], dim=1)
         tokens = vt.pos_drop(tokens) + self.token_type_embeddings.weight[1]
         return tokens, order
+
+    def embedding_norms(self, video: torch.Tensor) -> dict[str, float]:
+        """How loud *what*, *where* and *when* are in the frame tokens of Eq. 1: the mean L2
+        norm of the patch projections of ``video`` (``content``), of the patches' 2-D position
+        vectors (``position``) and of the temporal embeddings of its frames (``time``), with
+        their ratios to the content (:func:`vlbook.nn.init.embedding_norms`)."""
+        self._check_video(video)
+        vt = self.transformer
+        with torch.no_grad():
+            content = vt.patch_embed(video.flatten(0, 1))
+        return embedding_norms(content, position=vt.pos_embed[:, self.config.num_prefix_tokens:],
+                               time=vt.temporal_embed[:, :video.shape[1]])
 
     # ---- backbone -----------------------------------------------------------------------
     @staticmethod
