@@ -413,3 +413,92 @@ def test_vit_b_one_optimiser_step_on_cpu():
     optimizer.step()
     assert torch.isfinite(losses["loss"])
     assert not torch.equal(before, model.encoder.blocks[0].attn.qkv.weight)
+
+
+# ---------------------------------------------------------------- chapter: ablation scoring
+
+
+class _FixedEncoder:
+    """Stands in for a model: video i -> row i of ``video``, caption id j -> row j of ``text``."""
+
+    def __init__(self, video: torch.Tensor, text: torch.Tensor) -> None:
+        self.video, self.text = video, text
+
+    def eval(self):
+        return self
+
+    def encode_video(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.video[clips[:, 0, 0, 0, 0].long()]
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.text[ids[:, 0]]
+
+
+def test_retrieval_ranks_every_caption_with_averaged_ties():
+    from vlbook.chapters.simvtp import StackedClips, recall_at, retrieval_ranks
+
+    # 3 clips, 2 captions each; clip i's video is the unit vector e_i
+    video = torch.eye(3)
+    text = torch.tensor([[1.0, 0.0, 0.0],   # caption id 0: clip 0 best -> rank 1
+                         [0.0, 1.0, 0.0],   # id 1: clip 1 best
+                         [1.0, 1.0, 0.0],   # id 2: clips 0 and 1 tie on top -> rank 1.5
+                         [1.0, 0.0, 0.5]])  # id 3: clip 0 (1.0) > clip 2 (0.5) -> rank 2
+    clips = torch.arange(3, dtype=torch.float16).view(3, 1, 1, 1, 1).expand(3, 1, 1, 1, 1)
+    ids = torch.tensor([[[0], [2]],    # clip 0: ranks 1, 1.5
+                        [[1], [2]],    # clip 1: ranks 1, 1.5
+                        [[3], [1]]])   # clip 2: rank 2; id 1: clip 1 above, ties clip 0 -> 2.5
+    data = StackedClips({"video": clips.contiguous(), "input_ids": ids,
+                         "attention_mask": torch.ones_like(ids)}, random_choice=False)
+    ranks = retrieval_ranks(_FixedEncoder(video, text), data)
+    assert ranks.tolist() == [[1.0, 1.5], [1.0, 1.5], [2.0, 2.5]]
+    assert recall_at(ranks, 1) == pytest.approx(100 * 2 / 6)
+    assert recall_at(ranks, 2) == pytest.approx(100 * 5 / 6)
+
+
+def test_paired_difference_uses_the_clip_as_unit():
+    from vlbook.chapters.simvtp import paired_difference
+
+    a = torch.tensor([[1.0, 1.0], [1.0, 3.0], [2.0, 2.0], [1.0, 1.0]])
+    b = torch.tensor([[1.0, 2.0], [4.0, 4.0], [2.0, 2.0], [1.0, 1.0]])
+    # per-clip mean of hit_a - hit_b (R@1): 0.5, 0.5, 0, 0  (x 100)
+    diff, se = paired_difference(a, b, k=1)
+    d = torch.tensor([50.0, 50.0, 0.0, 0.0])
+    assert diff == pytest.approx(25.0)
+    assert se == pytest.approx(float(d.std()) / 2)  # std (n-1) over sqrt(4) clips
+    assert paired_difference(a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="equal"):
+        paired_difference(a, b[:3])
+
+
+def test_table5_verdict_needs_the_full_objective_above_each_single_one():
+    from vlbook.chapters.simvtp import table5_verdict
+
+    n = 50
+    hit, miss = torch.ones(n, 5), torch.full((n, 5), 10.0)
+    half = torch.cat([hit[: n // 2], miss[n // 2:]])
+    ranks = {"MSM + VTC + VTM": hit, "MSM": miss, "VTC": half, "VTM": miss}
+    holds, note = table5_verdict(ranks)
+    assert holds is True and "vs VTC +50.0" in note
+    ranks["VTC"] = hit  # a single objective as good as the full one: not reproduced
+    assert table5_verdict(ranks)[0] is False
+    assert table5_verdict({"MSM": hit})[0] is None
+
+
+def test_mean_rank_chance_and_ablation_jobs():
+    from vlbook.chapters.simvtp import (
+        TABLE5_WEIGHTS,
+        ablation_jobs,
+        figure3_label,
+        mean_rank_chance,
+        table5_label_run,
+    )
+
+    # ranks uniform on 1..3: mean 2, variance (9 - 1) / 12, over 3 clips
+    assert mean_rank_chance(3) == pytest.approx((2.0, (8 / 12 / 3) ** 0.5))
+    jobs = ablation_jobs({"text_ratios": [0.15, 0.75], "video_ratios": [0.75, 0.9]})
+    shared = figure3_label(0.9, 0.75)
+    assert list(jobs).count(shared) == 1 and table5_label_run("MSM") == shared
+    assert jobs[shared] == {"video_mask_ratio": 0.9, "text_mask_ratio": 0.75,
+                            "msm_weight": 1.0, "vtc_weight": 0.0, "vtm_weight": 0.0}
+    assert jobs["VTC + VTM"] == {"msm_weight": 0.0, "vtc_weight": 1.0, "vtm_weight": 1.0}
+    assert len(jobs) == 3 + len(TABLE5_WEIGHTS) - 1
