@@ -431,3 +431,111 @@ def test_heldout_alignment_is_the_mean_of_per_clip_cosines_with_its_error():
     assert mean == pytest.approx(float(values.mean()), abs=1e-5)
     assert se == pytest.approx(float(values.std() / 5 ** 0.5), abs=1e-5)
     assert -1.0 <= mean <= 1.0 and se > 0
+
+
+# ---------------------------------------------------------------- paired comparisons, ledger
+
+
+def test_paired_difference_is_the_mean_and_error_of_per_item_differences():
+    from vlbook.chapters.umt import paired_difference
+
+    # items 1..4: a right on 1, 2, 4; b right on 1 only -> differences 0, 1, 0, 1
+    mean, se = paired_difference(torch.tensor([1.0, 1, 0, 1]), torch.tensor([1.0, 0, 0, 0]))
+    assert mean == pytest.approx(0.5)
+    assert se == pytest.approx((1 / 3) ** 0.5 / 2)  # std (n-1) of 0,1,0,1 is sqrt(1/3)
+    # two systems that agree everywhere differ by exactly 0 with no error, although each
+    # score alone has a binomial error
+    assert paired_difference(torch.tensor([1.0, 0, 1]), torch.tensor([1.0, 0, 1])) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same items"):
+        paired_difference(torch.ones(3), torch.ones(4))
+
+
+def test_compare_counts_both_the_items_and_the_spread_between_seeds():
+    from vlbook.chapters.umt import compare
+
+    a = [torch.tensor([0.6, 0.5, 0.7]), torch.tensor([0.8, 0.5, 0.5])]
+    b = [torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.5, 0.5, 0.5])]
+    c = compare(a, b)
+    # per seed: mean(0.1, 0, 0.2) = 0.1 and mean(0.3, 0, 0) = 0.1; per item over seeds:
+    # 0.2, 0, 0.1 -> mean 0.1, std 0.1, item error 0.1 / sqrt(3); seed error 0
+    assert c.per_seed == pytest.approx([0.1, 0.1])
+    assert c.difference == pytest.approx(0.1)
+    assert c.se_items == pytest.approx(0.1 / 3 ** 0.5)
+    assert c.se_seeds == pytest.approx(0.0, abs=1e-12)
+    assert c.se == pytest.approx(0.1 / 3 ** 0.5)
+    # seeds that disagree: per-seed 0.3 and -0.1 -> seed error std(0.3, -0.1) / sqrt(2) = 0.2
+    d = compare([torch.tensor([0.8, 0.8]), torch.tensor([0.4, 0.4])], [torch.full((2,), 0.5)] * 2)
+    assert d.se_seeds == pytest.approx(0.2)
+    assert d.se == pytest.approx(0.2)  # items: per-item mean differences 0.1, 0.1 -> 0
+    assert not d.clearly_above() and compare(a, b, scale=100).a == pytest.approx(60.0)
+    assert "2 seeds: +0.3 -0.1" in d.note()
+
+
+def test_ablation_jobs_train_each_variant_once_and_the_headline_ones_per_seed():
+    from vlbook.chapters.umt import ablation_jobs
+
+    ab = {"mask_types": ["semantic", "tube"], "ratios": [0.8, 0.95], "layers": [2, 4],
+          "targets": ["uta", "uta+mae", "mae"], "seeds": 3}
+    jobs = ablation_jobs(ab, seed=10)
+    keys = [key for key, _, _ in jobs]
+    # the default (semantic, 0.8, K=2, uta) is one run shared by every group
+    assert keys.count(()) == 3 and [s for k, _, s in jobs if k == ()] == [10, 11, 12]
+    assert keys.count((("mask_type", "tube"),)) == 3
+    assert keys.count((("mask_ratio", 0.95),)) == 3
+    assert keys.count((("pixel_weight", 1.0), ("uta_weight", 0.0))) == 3  # mae
+    assert keys.count((("align_layers", 4),)) == 1  # not a headline row: one seed
+    assert keys.count((("pixel_weight", 1.0),)) == 1  # uta+mae
+    assert len(jobs) == 4 * 3 + 2
+
+
+def _results(uta_mae: tuple[float, float], tube: tuple[float, float]) -> dict:
+    from vlbook.chapters.umt import Comparison
+
+    def comparison(diff: float, se: float) -> dict:
+        return {"a": 50 + diff, "b": 50.0, "difference": diff, "se": se, "se_items": se,
+                "se_seeds": 0.0, "per_seed": [diff]}
+
+    sizes = [{"variant": v, "params (M)": 1.0, "paper params (M)": 1.0, "GMACs 8x224": 1.0,
+              "paper GFLOPs": 1.0} for v in ("umt_base", "umt_large")]
+    return {
+        "sizes": sizes,
+        "memory_vit_b": [{"target": "uta", "activation GB (ViT-B, batch 1)": 1.0},
+                         {"target": "mae", "activation GB (ViT-B, batch 1)": 4.0}],
+        "comparisons": {"uta - mae (motion probe)": comparison(*uta_mae),
+                        "semantic - tube (teacher cosine)": comparison(*tube),
+                        "semantic - random (teacher cosine)": comparison(0.05, 0.01),
+                        "0.8 - 0.95 (teacher cosine)": Comparison(**comparison(0.01, 0.001))},
+        "fine_tuned": {"student - CLIP-S": comparison(10.0, 2.0),
+                       "uta - mae": comparison(-10.0, 2.0)},
+        "stage2": {"t2v": {"R@1": 30.0}, "retrieval_chance_R@1": 0.5, "num_texts": 200},
+    }
+
+
+def test_ledger_rows_cover_the_chapter_spec_exactly_with_computed_verdicts():
+    from vlbook.chapters.umt import LEDGER_ROWS, ledger_rows
+
+    rows = ledger_rows(_results(uta_mae=(5.0, 2.0), tube=(0.01, 0.01)), "toy")
+    assert [(r.paper, r.table, r.row, r.metric) for r in rows] == list(LEDGER_ROWS)
+    status = {(r.table, r.metric): r.status for r in rows}
+    assert status[("Table 1", "memory ratio")] == "direction reproduced"  # 1 / 4 < 1
+    assert [r.ours for r in rows if r.metric == "memory ratio"] == [0.25]
+    assert status[("Table 1", "SSV2 (toy: motion probe)")] == "direction reproduced"  # 5 > 2*2
+    assert status[("Table 1", "SSV2 (toy: motion FT)")] == "differs"  # -10: the other way
+    assert status[("Table 2", "K400 (toy: teacher cosine)")] == "differs"  # 0.01 < 2 * 0.01
+    assert status[("Figure 4", "K400 (toy: teacher cosine)")] == "direction reproduced"
+    assert status[("Table 3", "SSV2 (toy: motion FT)")] == "direction reproduced"
+    assert status[("Table 7", "R@1 (toy: synthetic)")] == "direction reproduced"
+    assert status[("Sec. 4.1", "stage 1 + 2 full schedules")] == "not run"
+    # a difference just inside two standard errors is not claimed
+    rows = ledger_rows(_results(uta_mae=(3.9, 2.0), tube=(0.03, 0.01)), "toy")
+    status = {(r.table, r.metric): r.status for r in rows}
+    assert status[("Table 1", "SSV2 (toy: motion probe)")] == "differs"
+    assert status[("Table 2", "K400 (toy: teacher cosine)")] == "direction reproduced"
+    # smoke trains nothing worth a verdict; without the ablation every row is still written
+    assert {r.status for r in ledger_rows(_results((5.0, 2.0), (0.03, 0.01)), "smoke")
+            if r.scale != "exact"} == {"not run"}
+    bare = ledger_rows({"sizes": _results((0, 1), (0, 1))["sizes"]}, "toy")
+    assert [(r.paper, r.table, r.row, r.metric) for r in bare] == list(LEDGER_ROWS)
+    assert all(r.status == "not run" for r in bare if r.scale != "exact")
+    with pytest.raises(ValueError, match="umt_base and umt_large"):
+        ledger_rows({}, "toy")
