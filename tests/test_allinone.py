@@ -791,3 +791,13 @@ def test_table8_ledger_rows_need_rolling_and_flatten_beyond_paired_noise():
     rows = {(r.table, r.row): r for r in table8_ledger_rows(table8a, table8b, "toy")}
     assert rows[("Table 8a", "single frame")].status == "differs"
     assert all(r.status == "not run" for r in table8_ledger_rows(table8a, table8b, "smoke"))
+
+
+def test_table8b_row_is_written_as_not_run_when_the_probe_skips_the_ratios():
+    from vlbook.chapters.allinone import table8_ledger_rows
+
+    rows = table8_ledger_rows([], [{"ratio": 0.5, "hits": [1, 0], "direction_accuracy": 0.5}],
+                              "smoke")
+    (row,) = [r for r in rows if r.table == "Table 8b"]
+    assert (row.row, row.status, row.ours) == ("ratio 0.25", "not run", None)
+    assert "[0.5]" in row.note
