@@ -725,10 +725,10 @@ def test_time_average_without_temporal_embedding_cannot_tell_a_clip_from_its_rev
 
 
 def test_paired_difference_hand_computed():
-    from vlbook.chapters.allinone import paired_difference
+    from vlbook.results import paired_difference
 
-    # d = [1, 0, 0, -1]: mean 0; sample std sqrt(2/3); s.e. sqrt(2/3)/2 = 0.408
-    diff, se = paired_difference([1, 1, 0, 0], [0, 1, 0, 1])
+    # d = [1, 0, 0, -1]: mean 0; sample std sqrt(2/3); s.e. sqrt(2/3)/2 = 0.408 (x 100 points)
+    diff, se = paired_difference([1, 1, 0, 0], [0, 1, 0, 1], scale=100)
     assert diff == pytest.approx(0.0)
     assert se == pytest.approx(100 * (2 / 3) ** 0.5 / 2)
     with pytest.raises(ValueError, match="same items"):

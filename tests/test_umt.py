@@ -437,7 +437,7 @@ def test_heldout_alignment_is_the_mean_of_per_clip_cosines_with_its_error():
 
 
 def test_paired_difference_is_the_mean_and_error_of_per_item_differences():
-    from vlbook.chapters.umt import paired_difference
+    from vlbook.results import paired_difference
 
     # items 1..4: a right on 1, 2, 4; b right on 1 only -> differences 0, 1, 0, 1
     mean, se = paired_difference(torch.tensor([1.0, 1, 0, 1]), torch.tensor([1.0, 0, 0, 0]))

@@ -79,6 +79,23 @@ def _difference_se(a: float, b: float, n_a: int | None, n_b: int | None,
     return math.hypot(se_a, se_b)
 
 
+def paired_difference(a: Any, b: Any, scale: float = 1.0) -> tuple[float, float]:
+    """Mean of the per-item differences ``a_i - b_i`` of two systems scored on the same items,
+    and its paired standard error ``std(a - b) / sqrt(n)`` (times ``scale``, e.g. 100 for
+    per-item hits in percentage points). Scoring both on the same items removes what the
+    items share (a hard clip is hard for both), so this error is far below that of either
+    mean when the two agree on most items; infinite for a single item (no estimate)."""
+    import torch
+
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
+        raise ValueError(f"paired_difference: two score vectors over the same items expected, "
+                         f"got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    d = scale * (a - b)
+    se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    return float(d.mean()), se
+
+
 def clearly_greater(a: float, b: float, n_a: int | None = None, n_b: int | None = None, *,
                     se_a: float | None = None, se_b: float | None = None,
                     z: float = Z_THRESHOLD) -> bool:

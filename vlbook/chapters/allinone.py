@@ -13,7 +13,6 @@ the chapter's ledger rows.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
@@ -38,7 +37,7 @@ from vlbook.models.allinone import *  # noqa: F403
 from vlbook.models.allinone import AllInOne, AllInOneConfig, rolled_share
 from vlbook.parallel import map_runs
 from vlbook.paths import runs_root
-from vlbook.results import LedgerRow, clearly_greater, trend_status
+from vlbook.results import LedgerRow, clearly_greater, paired_difference, trend_status
 from vlbook.train import TrainConfig, config_from_preset, toy, train
 
 #: E-ViLM Table 1 "GFLOPs" of the All-in-one variants, in multiply-adds (GMACs; the chapter
@@ -469,19 +468,6 @@ def probe_ablation(start: AllInOne, data: Mapping[str, Any], preset: Mapping[str
     return {"table8a": table8a, "table8b": table8b}
 
 
-def paired_difference(hits_a: Any, hits_b: Any) -> tuple[float, float]:
-    """Difference of two accuracies on the same items, in points, and its paired standard
-    error: ``mean(d)`` and ``std(d) / sqrt(n)`` of the per-item ``d = hit_a - hit_b`` (x 100).
-    Smaller than the independent error when the two models fail on the same items."""
-    a = torch.as_tensor(hits_a, dtype=torch.float64)
-    b = torch.as_tensor(hits_b, dtype=torch.float64)
-    if a.shape != b.shape or a.numel() < 2:
-        raise ValueError(f"paired_difference: {tuple(a.shape)} vs {tuple(b.shape)} hits; "
-                         "expected the same items (at least 2)")
-    d = a - b
-    return 100 * float(d.mean()), 100 * float(d.std(unbiased=True)) / math.sqrt(d.numel())
-
-
 def table8_ledger_rows(table8a: list[dict[str, Any]], table8b: list[dict[str, Any]],
                        scale: str) -> list[LedgerRow]:
     """The ledger rows of Tables 8a / 8b from the probe runs of :func:`probe_ablation`.
@@ -497,7 +483,7 @@ def table8_ledger_rows(table8a: list[dict[str, Any]], table8b: list[dict[str, An
 
     def compare(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str
                 ) -> tuple[bool, str]:
-        diff, se = paired_difference(a["hits"], b["hits"])
+        diff, se = paired_difference(a["hits"], b["hits"], scale=100)
         holds = clearly_greater(diff, 0.0, se_a=se, se_b=0.0)
         return holds, f"{name_a} - {name_b}: {diff:+.3g} ± {se:.2g} (paired 1 s.e.)"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vlbook import results
 from vlbook.chapters import Chapter, RowKey, register_chapter
 from vlbook.config import Param, register_chapter_params, register_preset
 from vlbook.data import build_dataset
@@ -291,10 +292,8 @@ def paired_difference(ranks_a: torch.Tensor, ranks_b: torch.Tensor, k: int = 1
     if ranks_a.shape != ranks_b.shape or ranks_a.dim() != 2:
         raise ValueError(f"paired_difference: rank tables of shapes {tuple(ranks_a.shape)} and "
                          f"{tuple(ranks_b.shape)}; expected two equal (N, K) tables")
-    d = 100.0 * ((ranks_a <= k).float() - (ranks_b <= k).float()).mean(dim=1)
-    n = d.numel()
-    se = float(d.std(unbiased=True)) / n**0.5 if n > 1 else float("inf")
-    return float(d.mean()), se
+    return results.paired_difference((ranks_a <= k).double().mean(dim=1),
+                                     (ranks_b <= k).double().mean(dim=1), scale=100.0)
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ from vlbook.results import (
     above_chance,
     clearly_greater,
     difference_note,
+    paired_difference,
     trend_status,
 )
 from vlbook.train import config_from_preset
@@ -439,20 +440,6 @@ def fine_tune(encoder: nn.Module, encode: Any, dim: int, data: Mapping[str, Any]
 # --------------------------------------------------------------------------------------------
 # paired, replicated comparisons and the ablation runs
 # --------------------------------------------------------------------------------------------
-
-
-def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Mean of the per-item differences ``a_i - b_i`` of two systems scored on the same items
-    and its standard error, ``std(a - b) / sqrt(n)``. Scoring both on the same items removes
-    what the items share (a hard clip is hard for both), so this error is far below that of
-    either mean when the two systems agree on most items."""
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"paired_difference: two score vectors over the same items expected, "
-                         f"got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    d = a - b
-    se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else 0.0
-    return float(d.mean()), se
 
 
 @dataclass
