@@ -71,6 +71,52 @@ def test_variant_shapes_follow_deit_and_vit():
     assert base.text_embeddings.position_embeddings.weight.shape == (40, 768)
 
 
+def test_distilled_small_adds_no_temporal_embedding_as_the_code():
+    # base_vision_transformer.py: VisionTransformer.visual_embed adds
+    # temporal_embed.repeat_interleave(patches_per_frame) to the patch positions;
+    # DistilledVisionTransformer.visual_embed (DeiT-S) does not: x = [cls, dist, patches] +
+    # [pos[:2], pos[2:]]
+    with torch.device("meta"):
+        assert create_model("allinone_small").transformer.temporal_embed is None
+        assert create_model("allinone_small").config.temporal_embedding is False
+        assert create_model("allinone_tiny").transformer.temporal_embed.shape == (1, 3, 192)
+    assert AllInOneConfig(distilled=True).temporal_embedding is False  # default follows it
+    assert AllInOneConfig(distilled=True, temporal_embedding=True).temporal_embedding
+    torch.manual_seed(0)
+    small = AllInOne(tiny_config(distilled=True)).eval()
+    assert not any("temporal" in name for name, _ in small.named_parameters())
+    video = torch.randn(2, 1, 3, 16, 16).repeat(1, 3, 1, 1, 1)  # the same frame three times
+    vt = small.transformer
+    with torch.no_grad():
+        tokens, _ = small.embed_frames(video, shuffle=False)
+        patches = vt.patch_embed(video.flatten(0, 1)) + vt.pos_embed[:, 2:]
+        prefix = torch.cat([vt.cls_token, vt.dist_token], 1) + vt.pos_embed[:, :2]
+        want = torch.cat([prefix.expand(6, -1, -1), patches], 1) + \
+            small.token_type_embeddings.weight[1]
+    torch.testing.assert_close(tokens, want)
+    frames = tokens.view(2, 3, *tokens.shape[1:])
+    assert torch.equal(frames[:, 0], frames[:, 2])  # no frame index anywhere
+    # a ViT variant (and S with the option on) tells the frames apart by their temporal rows
+    for config in (tiny_config(), tiny_config(distilled=True, temporal_embedding=True)):
+        other = AllInOne(config).eval()
+        with torch.no_grad():
+            other.transformer.temporal_embed.normal_()
+            out, _ = other.embed_frames(video, shuffle=False)
+        out = out.view(2, 3, *out.shape[1:])
+        prefix_count = config.num_prefix_tokens
+        torch.testing.assert_close(out[:, 2, prefix_count:] - out[:, 0, prefix_count:],
+                                   (other.transformer.temporal_embed[0, 2]
+                                    - other.transformer.temporal_embed[0, 0]).expand(2, 4, -1))
+    # an official S checkpoint carries the (unused, zero) temporal_embed: listed as dropped
+    official = official_state_dict(small.config)
+    official["transformer.dist_token"] = torch.randn(1, 1, 32)
+    official["transformer.pos_embed"] = torch.randn(1, small.config.num_patches + 2, 32)
+    result = load_official_checkpoint(small, official)
+    assert "transformer.temporal_embed" in result.dropped
+    assert "transformer.temporal_embed" not in result.state_dict
+    assert torch.equal(vt.dist_token, official["transformer.dist_token"])
+
+
 # ---------------------------------------------------------------- token rolling
 
 

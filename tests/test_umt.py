@@ -356,6 +356,9 @@ def test_converter_stage2_names_split_bert_layers_and_reject_unknown():
                   "text_proj.weight": torch.randn(16, 32), "text_proj.bias": torch.randn(16),
                   "itm_head.weight": torch.randn(2, 32), "itm_head.bias": torch.randn(2),
                   "temp": torch.tensor(0.05),
+                  # multi_modality vit.py: PretrainVisionTransformer.pool_norm (add_pool_norm)
+                  "vision_encoder.pool_norm.weight": torch.randn(32),
+                  "vision_encoder.pool_norm.bias": torch.randn(32),
                   "clip_teacher.transformer.resblocks.0.ln_1.weight": torch.randn(8)})
     result = convert_official_state_dict(state, text_layers=1)
     assert set(result.mapping) | set(result.dropped) == set(state)
@@ -365,6 +368,8 @@ def test_converter_stage2_names_split_bert_layers_and_reject_unknown():
     assert not missing, sorted(missing)[:5]
     load_official_checkpoint(model, state)
     assert torch.allclose(model.temp(), torch.tensor(0.05))
+    assert result.mapping["vision_encoder.pool_norm.weight"] == "pool_norm.weight"
+    assert torch.equal(model.pool_norm.bias, state["vision_encoder.pool_norm.bias"])
     assert torch.equal(model.fusion[0].crossattention.self.query.weight,
                        state["text_encoder.bert.encoder.layer.1.crossattention.self.query.weight"])
     with pytest.raises(KeyError, match="no vlbook counterpart"):
@@ -373,6 +378,150 @@ def test_converter_stage2_names_split_bert_layers_and_reject_unknown():
     bad["encoder.norm.weight"] = torch.zeros(7)
     with pytest.raises(ValueError, match="shape mismatches"):
         load_official_checkpoint(UMT(tiny_config()), bad)
+
+
+def official_vision_stage2_state_dict(model: UMT) -> dict[str, torch.Tensor]:
+    """``vision_encoder.*`` and ``vision_proj`` of a multi_modality checkpoint: the stage-1
+    layout under ``vision_encoder.`` plus ``pool_norm`` (vit.py ``add_pool_norm``)."""
+    c = model.config
+    gen = torch.Generator().manual_seed(1)
+    state = {f"vision_encoder.{k}": v for k, v in official_stage1_state_dict(model).items()}
+    state.update({
+        "vision_encoder.pool_norm.weight": 1 + torch.randn(c.embed_dim, generator=gen),
+        "vision_encoder.pool_norm.bias": torch.randn(c.embed_dim, generator=gen),
+        "vision_proj.weight": torch.randn(c.shared_dim, c.embed_dim, generator=gen) * 0.2,
+        "vision_proj.bias": torch.randn(c.shared_dim, generator=gen),
+    })
+    return state
+
+
+def test_stage2_video_feature_is_vision_proj_of_pool_norm_of_the_token_mean():
+    # vit.py PretrainVisionTransformer.forward: x_vis = encoder(x) (after encoder.norm); without
+    # keep_temporal pool_norm(x_vis.mean(1)), with it pool_norm(x_vis.view(B, T, -1, C).mean(2))
+    # (no CLS token anywhere); umt.py then applies vision_proj
+    model = UMT(tiny_config(stage=2)).eval()
+    state = official_vision_stage2_state_dict(model)
+    with pytest.warns(UserWarning, match="lacks"):  # the BERT side is not in this fixture
+        result = load_official_checkpoint(model, state)
+    assert result.mapping["vision_encoder.pool_norm.weight"] == "pool_norm.weight"
+    clip = video()
+    with torch.no_grad():
+        x_vis = model.encode_video_tokens(clip)  # (B, T*H'W', D)
+
+        def official(pooled):
+            normed = F.layer_norm(pooled, (32,), state["vision_encoder.pool_norm.weight"],
+                                  state["vision_encoder.pool_norm.bias"], eps=1e-6)
+            return normed @ state["vision_proj.weight"].T + state["vision_proj.bias"]
+
+        expected = official(x_vis.mean(1))
+        expected_frames = official(x_vis.view(2, 4, -1, 32).mean(2))
+        torch.testing.assert_close(model.encode_video(clip), expected)
+        torch.testing.assert_close(model.encode_video_frames(clip), expected_frames)
+        plain = x_vis.mean(1) @ state["vision_proj.weight"].T + state["vision_proj.bias"]
+        assert float((model.encode_video(clip) - plain).abs().max()) > 1e-2  # the old feature
+    assert model.pool_norm.eps == 1e-6 and UMT(tiny_config()).pool_norm is None  # stage 1: none
+    # the chapter starts stage 2 from the stage-1 student: pool_norm is new, at identity
+    fresh = UMT(tiny_config(stage=2))
+    loaded = fresh.load_state_dict(UMT(tiny_config()).state_dict(), strict=False)
+    assert {"pool_norm.weight", "pool_norm.bias"} <= set(loaded.missing_keys)
+    assert not loaded.unexpected_keys
+    assert torch.equal(fresh.pool_norm.weight, torch.ones(32))
+    assert torch.equal(fresh.pool_norm.bias, torch.zeros(32))
+
+
+def test_alignment_head_layernorm_eps_is_1e5_in_stage2_and_1e6_in_stage1():
+    # multi_modality vit.py Linear_Decoder: nn.LayerNorm(output_dim) (eps 1e-5); single_modality
+    # modeling_pretrain_umt.py Linear_Decoder: norm_layer = LayerNorm(eps=1e-6)
+    for stage, eps in ((1, 1e-6), (2, 1e-5)):
+        torch.manual_seed(0)
+        model = UMT(tiny_config(stage=stage))
+        assert all(h["norm"].eps == eps for h in model.uta_heads)
+        head, norm = model.uta_heads[0]["head"], model.uta_heads[0]["norm"]
+        with torch.no_grad():  # head outputs of variance ~1e-6 and a LayerNorm bias (the L2
+            # normalisation cancels a pure scale): the eps decides the result
+            head.weight.mul_(1e-3)
+            norm.bias.normal_()
+            hidden = [torch.randn(2, 5, 32) for _ in range(2)]
+            positions = torch.arange(5).expand(2, 5)
+            got = model.uta_predictions(hidden, positions)[0]
+            pre = head(model.norm(hidden[0]) + model.pos_embed[positions])
+            for e in (1e-5, 1e-6):
+                want = F.normalize(F.layer_norm(pre, (24,), norm.weight, norm.bias, eps=e), dim=-1)
+                assert torch.allclose(got, want, atol=1e-4) == (e == eps), (stage, e)
+
+
+def test_frame_averaged_similarity_is_the_mean_of_per_frame_cosines():
+    from vlbook.models.umt import frame_averaged_similarity
+
+    # video 0: frames (1, 0) and (0, 10); video 1: frames (1, 3) twice; texts (1, 0), (0, 1).
+    # Per frame: cos((1,0),(1,0)) = 1, cos((0,10),(1,0)) = 0 -> 0.5; video 1: 1/sqrt(10) ...
+    videos = torch.tensor([[[1.0, 0.0], [0.0, 10.0]], [[1.0, 3.0], [1.0, 3.0]]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    got = frame_averaged_similarity(videos, texts)  # (texts, videos)
+    want = torch.tensor([[0.5, 1 / 10 ** 0.5], [0.5, 3 / 10 ** 0.5]])
+    torch.testing.assert_close(got, want)
+    # pool first: mean (0.5, 5) -> cos 0.5 / sqrt(25.25) = 0.0995 with text 0: the order flips
+    pooled = F.normalize(texts, dim=-1) @ F.normalize(videos.mean(1), dim=-1).T
+    assert pooled[0, 0] < pooled[0, 1] and got[0, 0] > got[0, 1]
+    assert torch.allclose(frame_averaged_similarity(videos[:, 0], texts),
+                          F.normalize(texts, dim=-1) @ F.normalize(videos[:, 0], dim=-1).T)
+
+
+def test_keep_temporal_retrieval_and_choices_average_per_frame_cosines():
+    # evaluation (retrieval_utils.py): get_sim(vision_proj(pooled per frame), text_proj(CLS))
+    model = tiny_model(stage=2, keep_temporal=True).eval()
+    with torch.no_grad():
+        model.pool_norm.weight.normal_()
+    batch = stage2_batch()
+    ids, att, clip = batch["input_ids"], batch["attention_mask"], batch["video"]
+    with torch.no_grad():
+        frames = model.vision_proj(model.pool_norm(
+            model.encode_video_tokens(clip).view(4, 4, -1, 32).mean(2)))  # (B, T, D)
+        text = model.text_proj(model.encode_text_tokens(ids, att)[:, 0])
+        want = torch.einsum("nd,vtd->nvt", F.normalize(text, dim=-1),
+                            F.normalize(frames, dim=-1)).mean(-1)
+        got = model.retrieval_scores(clip, ids, att)
+        pool_first = model.retrieval_scores(clip, ids, att, keep_temporal=False)
+    torch.testing.assert_close(got, want)
+    assert float((got - pool_first).abs().max()) > 1e-3
+    options = ids[:, None].repeat(1, 3, 1)
+    scores = model.score_options(clip, options, att[:, None].repeat(1, 3, 1)).scores
+    torch.testing.assert_close(scores[:, 0], torch.diagonal(want))
+    # the released configs keep frames apart: the paper variants do, the toy pools first
+    with torch.device("meta"):
+        assert create_model("umt_base").config.keep_temporal
+        assert create_model("umt_large").config.keep_temporal
+    assert not UMTConfig().keep_temporal
+
+
+def test_stage2_vtc_with_tube_masks_and_keep_temporal_uses_per_frame_logits():
+    # umt.py encode_vision keeps the frames apart in training only with tube masks; the VTC
+    # logits are then get_sim(...) / temp = mean_t cos(v_t, t) / temp, soft targets = diagonal
+    model = tiny_model(stage=2, keep_temporal=True, mask_type="tube", mask_ratio=0.5).eval()
+    batch = stage2_batch()
+    with torch.no_grad():
+        out = model.stage2_losses(batch, generator=torch.Generator().manual_seed(3))
+        visible = model.stage1_losses(batch["video"],
+                                      generator=torch.Generator().manual_seed(3)).tokens
+        frames = model.vision_proj(model.pool_norm(visible.view(4, 4, -1, 32).mean(2)))
+        text = model.text_proj(model.encode_text_tokens(batch["input_ids"],
+                                                        batch["attention_mask"])[:, 0])
+        logits = torch.einsum("vtd,nd->vnt", F.normalize(frames, dim=-1),
+                              F.normalize(text, dim=-1)).mean(-1) / model.temp()
+        target = torch.arange(4)
+        want = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        torch.testing.assert_close(out.vtc, want)
+        pooled_logits = (F.normalize(model.vision_proj(model.pool_norm(visible.mean(1))), dim=-1)
+                         @ F.normalize(text, dim=-1).T / model.temp())
+        pooled = (F.cross_entropy(pooled_logits, target)
+                  + F.cross_entropy(pooled_logits.T, target)) / 2
+        assert abs(float(pooled - want)) > 1e-4
+        # semantic masks: the code pools over all visible tokens whatever keep_temporal says
+        semantic = tiny_model(stage=2, keep_temporal=True).eval()
+        plain = tiny_model(stage=2, keep_temporal=False).eval()
+        a = semantic.stage2_losses(batch, generator=torch.Generator().manual_seed(3)).vtc
+        b = plain.stage2_losses(batch, generator=torch.Generator().manual_seed(3)).vtc
+        torch.testing.assert_close(a, b)
 
 
 # ---------------------------------------------------------------- paper-size step (slow)

@@ -189,7 +189,9 @@ def load_official_checkpoint(
 
     Raises ``ValueError`` naming the tensors whose shapes differ or that the model lacks, and
     warns about model tensors the checkpoint did not provide (e.g. heads it was not trained
-    with). A file is read without running pickled code (tensors, containers and
+    with). A model without a temporal embedding (All-in-one-S, as the code's distilled
+    backbone) lists the checkpoint's unused ``transformer.temporal_embed`` in ``dropped``.
+    A file is read without running pickled code (tensors, containers and
     ``argparse.Namespace`` hyper-parameters only); anything else raises
     :class:`~vlbook.serialization.UnsafeCheckpointError` unless ``trust=True``.
     """
@@ -198,6 +200,12 @@ def load_official_checkpoint(
     else:
         state = safe_load(source, allow=FAIRSEQ_TYPES, trust=trust)
     result = convert_official_state_dict(state, num_frames=model.config.num_frames)
+    if model.transformer.temporal_embed is None:  # DeiT-S: the code never adds it
+        for raw_key, target in list(result.mapping.items()):
+            if target == "transformer.temporal_embed":
+                del result.mapping[raw_key], result.state_dict[target]
+                result.dropped[raw_key] = ("unused: the distilled backbone's visual_embed adds no "
+                                           "temporal embedding")
     if "qa_head.4.weight" in result.state_dict and model.qa_head is None:
         model.build_qa_head(int(result.state_dict["qa_head.4.weight"].shape[0]))
     own = model.state_dict()

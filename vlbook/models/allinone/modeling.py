@@ -5,8 +5,9 @@ The model (All-in-one Sec. 3, Fig. 2):
 * **Embeddings (Eq. 1).** Text: learned word embeddings (BERT WordPiece vocabulary) + learned
   positions (40) + BERT's token-type row + LayerNorm, as ``BertEmbeddings``; frames: 16x16
   patches, a CLS token (DeiT-S also a distillation token), learned 2-D positions and a learned
-  temporal embedding ``(1, S, D)`` added to each frame's patches. Every token also gets a
-  modality-type embedding (0 text, 1 video).
+  temporal embedding ``(1, S, D)`` added to each frame's patches (not for the distilled DeiT-S
+  backbone: the code's ``DistilledVisionTransformer.visual_embed`` adds none;
+  ``temporal_embedding``). Every token also gets a modality-type embedding (0 text, 1 video).
 * **Backbone (Eq. 2).** One stack of timm ``Block`` s. In a *joint* pass the text is repeated for
   each of the ``S`` frames and each ``[text; frame]`` sequence is processed on its own; before
   every block (from ``roll_start_layer``) a temporal token rolling (TTR) moves a share of each
@@ -120,6 +121,9 @@ class AllInOneConfig:
     channels: int = 3
     num_frames: int = 3
     distilled: bool = False  # DeiT-S distilled backbone: an extra distillation token
+    # the learned temporal embedding added to each frame's patches; None: as the code, on for
+    # ViT / DeiT-Ti, off for the distilled DeiT-S (DistilledVisionTransformer.visual_embed)
+    temporal_embedding: bool | None = None
     vocab_size: int = 30522
     max_text_len: int = 40
     type_vocab_size: int = 2  # BERT token types inside the text embeddings
@@ -166,6 +170,8 @@ class AllInOneConfig:
 
     def __post_init__(self) -> None:
         self.special_token_ids = tuple(int(i) for i in self.special_token_ids)
+        if self.temporal_embedding is None:
+            self.temporal_embedding = not self.distilled
         checks = [
             (self.temporal in TEMPORAL_MODES, f"temporal={self.temporal!r}; accepted: "
              f"{TEMPORAL_MODES}"),
@@ -400,7 +406,9 @@ class VisionBackbone(nn.Module):
         if config.distilled:
             self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_image_tokens, d))
-        self.temporal_embed = nn.Parameter(torch.zeros(1, config.num_frames, d))
+        # None without a temporal embedding (DeiT-S): no unused parameter to train or gather
+        self.temporal_embed = (nn.Parameter(torch.zeros(1, config.num_frames, d))
+                               if config.temporal_embedding else None)
         self.pos_drop = nn.Dropout(config.drop_rate)
         rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
         self.blocks = nn.ModuleList(
@@ -554,7 +562,9 @@ class AllInOne(VLModel):
             prefix = config.num_prefix_tokens
             init_additive_embedding_(self.transformer.pos_embed.data[:, prefix:],
                                      config.position_init_std)
-            init_additive_embedding_(self.transformer.temporal_embed, config.position_init_std)
+            if self.transformer.temporal_embed is not None:
+                init_additive_embedding_(self.transformer.temporal_embed,
+                                         config.position_init_std)
         if config.tie_mlm_decoder:
             self.mlm_head.decoder.weight = self.text_embeddings.word_embeddings.weight
         if config.num_answers > 0:
@@ -642,8 +652,9 @@ class AllInOne(VLModel):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Frame tokens of Eq. 1: ``(B*S, N, D)`` [CLS, (dist), patches] and the patch order.
 
-        Patches get their 2-D position and the frame's temporal embedding, then (code) a random
-        order per frame; prefix tokens get their own positions; all get the video type embedding.
+        Patches get their 2-D position and the frame's temporal embedding (none for DeiT-S, as
+        the code), then (code) a random order per frame; prefix tokens get their own positions;
+        all get the video type embedding.
         """
         self._check_video(video)
         vt = self.transformer
@@ -652,7 +663,9 @@ class AllInOne(VLModel):
         p, d = patches.shape[1:]
         prefix_count = self.config.num_prefix_tokens
         patches = patches + vt.pos_embed[:, prefix_count:]
-        patches = (patches.view(b, s, p, d) + vt.temporal_embed[:, :s, None]).view(b * s, p, d)
+        if vt.temporal_embed is not None:
+            patches = (patches.view(b, s, p, d) + vt.temporal_embed[:, :s, None]
+                       ).view(b * s, p, d)
         order = None
         shuffle = self.config.shuffle_patches if shuffle is None else shuffle
         if shuffle:
@@ -673,8 +686,10 @@ class AllInOne(VLModel):
         vt = self.transformer
         with torch.no_grad():
             content = vt.patch_embed(video.flatten(0, 1))
-        return embedding_norms(content, position=vt.pos_embed[:, self.config.num_prefix_tokens:],
-                               time=vt.temporal_embed[:, :video.shape[1]])
+        tables = {"position": vt.pos_embed[:, self.config.num_prefix_tokens:]}
+        if vt.temporal_embed is not None:  # DeiT-S has none (no "time" entry)
+            tables["time"] = vt.temporal_embed[:, :video.shape[1]]
+        return embedding_norms(content, **tables)
 
     # ---- backbone -----------------------------------------------------------------------
     @staticmethod

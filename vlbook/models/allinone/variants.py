@@ -68,9 +68,10 @@ def allinone_tiny(**kwargs: Any) -> AllInOne:
 @register_model
 def allinone_small(**kwargs: Any) -> AllInOne:
     """All-in-one-S (Table 1): DeiT-S distilled backbone (a distillation token), 33 M
-    parameters."""
-    return _build("allinone_small", dict(embed_dim=384, depth=12, num_heads=6, distilled=True),
-                  **kwargs)
+    parameters; no temporal embedding (the code's ``DistilledVisionTransformer.visual_embed``
+    adds none)."""
+    return _build("allinone_small", dict(embed_dim=384, depth=12, num_heads=6, distilled=True,
+                                         temporal_embedding=False), **kwargs)
 
 
 @register_model

@@ -56,7 +56,7 @@ def _vision_key(key: str) -> str | None:
         key = key[len("encoder."):]
     if key.startswith("clip_decoder."):
         return "uta_heads." + key[len("clip_decoder."):]
-    if key.startswith(_STAGE1_PREFIXES):
+    if key.startswith(_STAGE1_PREFIXES + ("pool_norm.",)):  # pool_norm: stage 2 only
         return key
     if key.startswith("head."):
         return key  # fine-tuned classifier
@@ -71,7 +71,8 @@ def convert_official_state_dict(
     Stage 1 (``single_modality``): ``encoder.patch_embed.proj``, ``encoder.blocks.i.{norm1,
     attn.qkv, attn.q_bias, attn.v_bias, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
     ``encoder.norm``, ``clip_decoder.k.{head, norm}`` (the UTA heads). Stage 2
-    (``multi_modality``): the same under ``vision_encoder.``, BERT under
+    (``multi_modality``): the same under ``vision_encoder.`` plus ``vision_encoder.pool_norm``
+    (the LayerNorm after the token mean, -> ``pool_norm``), BERT under
     ``text_encoder.bert.`` (layers ``< text_layers`` -> the text encoder, the others -> the
     fusion layers), ``text_encoder.cls.predictions`` -> ``mlm_head``, ``vision_proj``,
     ``text_proj``, ``itm_head``, ``temp``. Wrappers ``{"model": ...}``/``{"module": ...}`` and a

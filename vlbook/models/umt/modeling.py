@@ -25,7 +25,10 @@ cross-modal decoder (the last ``fusion_layers`` layers, with cross-attention to 
 tokens), built from transformers ``BertModel``/``BertLayer``. Objectives VTC (soft id-aware
 targets, learnable temperature, mean of both directions) + VTM with hard negatives + MLM at
 50 % + UTA, every one computed on the masked student video; images are single-frame videos
-(``image_mask_ratio`` 0.5 vs 0.8 for videos).
+(``image_mask_ratio`` 0.5 vs 0.8 for videos). The video feature of VTC and retrieval is
+``vision_proj(pool_norm(mean of the student's tokens))`` (the code's ``add_pool_norm``);
+with ``keep_temporal`` the mean is taken per frame and the similarity is the mean over frames
+of the per-frame cosines (:func:`frame_averaged_similarity`, the code's ``get_sim``).
 
 Where the paper and the released code differ, the code is the default: the semantic mask is
 drawn per frame from the (not renormalised) attention; the aligned student tokens pass the
@@ -80,6 +83,7 @@ __all__ = [
     "UMTConfig",
     "UMTOutput",
     "UMTStage2Output",
+    "frame_averaged_similarity",
     "student_parameter_count",
 ]
 
@@ -137,11 +141,21 @@ class UMTConfig:
     mlm_probability: float = 0.5
     mask_token_id: int = 103
     special_token_ids: tuple[int, ...] = (0, 101)  # PAD, CLS: the code lets SEP be masked
+    # stage-2 video feature (multi_modality vit.py): LayerNorm (eps 1e-6) after the token mean;
+    # None: on for stage 2, off for stage 1 (the code's add_pool_norm / single_modality)
+    pool_norm: bool | None = None
+    # per-frame video features (mean over each frame's tokens), similarity = mean over frames of
+    # the per-frame cosines (the code's keep_temporal + get_sim; True in every released
+    # multi_modality config: umt_base / umt_large). Pre-training with semantic or random masks
+    # pools over all visible tokens whatever this says (the code overrides it there)
+    keep_temporal: bool = False
     # downstream
     num_classes: int = 0
 
     def __post_init__(self) -> None:
         self.special_token_ids = tuple(int(i) for i in self.special_token_ids)
+        if self.pool_norm is None:
+            self.pool_norm = self.stage == 2
         checks = [
             (self.mask_type in MASK_TYPES, f"mask_type={self.mask_type!r}; accepted {MASK_TYPES}"),
             (self.student_attention in STUDENT_ATTENTION,
@@ -304,11 +318,20 @@ class HFCLIPTeacher(nn.Module):
     statistics and resized to the teacher's resolution (224 for B/16; 196 for L/14, so both give
     a 14x14 grid as in the code). Every layer's tokens pass CLIP's ``post_layernorm`` and
     ``visual_projection`` and are L2-normalised (the code's ``ln_post`` and ``proj``).
+    ``fast`` (default): the layers run with fused attention and only the last layer's CLS row
+    of attention weights is computed (``fast=False``: transformers' forward with every layer's
+    weights; the same targets to float rounding, measured in ``results/bench/official-cpu``).
     """
 
-    def __init__(self, model: nn.Module, image_size: int | None = None) -> None:
+    def __init__(self, model: nn.Module, image_size: int | None = None, *,
+                 fast: bool = True) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
+        #: ``True``: the encoder layers run here with fused attention and only the last layer's
+        #: CLS row of attention is computed explicitly (what Eq. 1 reads; the official
+        #: teacher also asks for weights only there). ``False``: transformers' forward with
+        #: ``output_attentions`` (every layer's full weights). Same targets either way.
+        self.fast = fast
         config = model.config
         self.image_size = int(image_size or config.image_size)
         self.patch_size = int(config.patch_size)
@@ -342,14 +365,46 @@ class HFCLIPTeacher(nn.Module):
             frames = F.interpolate(frames, size=(self.image_size, self.image_size),
                                    mode="bicubic", align_corners=False)
         vision = self.model.vision_model
-        out = vision(pixel_values=frames, output_hidden_states=True, output_attentions=True,
-                     interpolate_pos_encoding=frames.shape[-1] != self.model.config.image_size)
-        attention = out.attentions[-1][:, :, 0, 1:].mean(dim=1)
+        interpolate = frames.shape[-1] != self.model.config.image_size
+        if self.fast:
+            hidden, attention = self._encode(vision, frames, num_layers, interpolate)
+        else:
+            out = vision(pixel_values=frames, output_hidden_states=True, output_attentions=True,
+                         interpolate_pos_encoding=interpolate)
+            attention = out.attentions[-1][:, :, 0, 1:].mean(dim=1)
+            hidden = list(out.hidden_states[-num_layers:])
         layers = torch.stack([self.model.visual_projection(vision.post_layernorm(h))
-                              for h in out.hidden_states[-num_layers:]])
+                              for h in hidden])
         layers = F.normalize(layers, dim=-1)
         return TeacherOutput(tokens=layers[:, :, 1:], cls_attention=attention,
                              pooled=layers[-1, :, 0])
+
+    @staticmethod
+    def _encode(vision: nn.Module, frames: torch.Tensor, num_layers: int, interpolate: bool
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The last ``num_layers`` layer outputs of CLIP's vision tower and the last layer's
+        head-averaged CLS-to-patch attention, every layer through fused attention."""
+        x = vision.pre_layrnorm(vision.embeddings(frames, interpolate_pos_encoding=interpolate))
+        layers = vision.encoder.layers
+        if num_layers > len(layers) + 1:  # + 1: the embeddings, as transformers counts
+            raise ValueError(f"the teacher has {len(layers)} layers; {num_layers} asked")
+        hidden: list[torch.Tensor] = [x] if num_layers == len(layers) + 1 else []
+        attention = x.new_zeros(())
+        for i, layer in enumerate(layers):
+            attn = layer.self_attn
+            b, length, width = x.shape
+            h = layer.layer_norm1(x)
+            q, k, v = (proj(h).view(b, length, attn.num_heads, attn.head_dim).transpose(1, 2)
+                       for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+            if i == len(layers) - 1:  # Eq. 1 reads the CLS row of the last layer only
+                scores = (q[:, :, :1] @ k.transpose(-2, -1)) * attn.scale
+                attention = scores.softmax(dim=-1)[:, :, 0, 1:].mean(dim=1)
+            mixed = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+            x = x + attn.out_proj(mixed.transpose(1, 2).reshape(b, length, width))
+            x = x + layer.mlp(layer.layer_norm2(x))
+            if i >= len(layers) - num_layers:
+                hidden.append(x)
+        return hidden, attention
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,10 +485,15 @@ class UMT(VLModel):
             for rate in rates
         )
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
-        # UTA heads: Linear -> LayerNorm -> L2 (the code's Linear_Decoder), one per aligned layer
+        # the stage-2 encoder's pool_norm (vit.py: norm_layer, eps 1e-6) after the token mean
+        self.pool_norm = nn.LayerNorm(c.embed_dim, eps=1e-6) if c.pool_norm else None
+        # UTA heads: Linear -> LayerNorm -> L2 (the code's Linear_Decoder), one per aligned layer;
+        # the LayerNorm's eps is the encoder's 1e-6 in single_modality (stage 1) but
+        # nn.LayerNorm's default 1e-5 in multi_modality (stage 2)
+        head_eps = 1e-6 if c.stage == 1 else 1e-5
         self.uta_heads = nn.ModuleList(
             nn.ModuleDict({"head": nn.Linear(c.embed_dim, c.teacher_dim),
-                           "norm": nn.LayerNorm(c.teacher_dim, eps=1e-6)})
+                           "norm": nn.LayerNorm(c.teacher_dim, eps=head_eps)})
             for _ in range(c.align_layers)
         )
         self.decoder = None
@@ -550,9 +610,34 @@ class UMT(VLModel):
         """Mean-pooled tokens ``(B, D)``: the representation for action recognition."""
         return self.encode_video_tokens(video).mean(dim=1)
 
+    def pool_video(self, tokens: torch.Tensor, num_frames: int, *,
+                   keep_temporal: bool = False) -> torch.Tensor:
+        """The video feature before ``vision_proj`` (multi_modality ``vit.py``): the mean of
+        ``tokens`` ``(B, N, D)`` over all of them (``(B, D)``) or, with ``keep_temporal``, over
+        each frame's ``N / num_frames`` tokens (``(B, T, D)``), then ``pool_norm`` when the
+        model has one (stage 2)."""
+        if keep_temporal:
+            b, n, d = tokens.shape
+            if n % num_frames:
+                raise ValueError(f"{n} tokens do not split into {num_frames} frames")
+            pooled = tokens.view(b, num_frames, n // num_frames, d).mean(dim=2)
+        else:
+            pooled = tokens.mean(dim=1)
+        return self.pool_norm(pooled) if self.pool_norm is not None else pooled
+
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Retrieval embedding: stage 2 ``vision_proj`` of the pooled tokens (else pooled)."""
-        pooled = self.video_features(video)
+        """One embedding ``(B, D)`` per clip: stage 2 ``vision_proj(pool_norm(token mean))``
+        (the code's VTC feature without ``keep_temporal``), stage 1 the pooled tokens. For the
+        per-frame features of ``keep_temporal`` see :meth:`encode_video_frames`."""
+        pooled = self.pool_video(self.encode_video_tokens(video), video.shape[1])
+        return self.vision_proj(pooled) if self.config.stage == 2 else pooled
+
+    def encode_video_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Per-frame embeddings ``(B, T, D)`` (the code's ``keep_temporal=True``): each frame's
+        token mean, ``pool_norm``, then ``vision_proj`` (stage 2). Score them against texts
+        with :func:`frame_averaged_similarity`."""
+        pooled = self.pool_video(self.encode_video_tokens(video), video.shape[1],
+                                 keep_temporal=True)
         return self.vision_proj(pooled) if self.config.stage == 2 else pooled
 
     def classify(self, video: torch.Tensor) -> torch.Tensor:
@@ -691,10 +776,17 @@ class UMT(VLModel):
         stage1 = self.stage1_losses(video, generator=generator)  # images: T=1, 50 % masked
         visible_tokens = stage1.tokens
         text_tokens = self.encode_text_tokens(ids, att)
-        video_emb = self.vision_proj(visible_tokens.mean(dim=1))
         text_emb = self.text_proj(text_tokens[:, 0])
+        # the code (encode_vision) keeps frames apart in masked training only with tube masks
+        per_frame = c.keep_temporal and c.mask_type == "tube"
+        video_emb = self.vision_proj(self.pool_video(visible_tokens, video.shape[1],
+                                                     keep_temporal=per_frame))
+        normalize = True
+        if per_frame:  # mean_t cos(v_t, t) = (mean_t v_t/|v_t|) . t/|t|: get_sim's logits
+            video_emb = F.normalize(video_emb, dim=-1).mean(dim=1)
+            text_emb, normalize = F.normalize(text_emb, dim=-1), False
         vtc = vtc_loss(video_emb, text_emb, temperature=self.temp(), combine="mean", ids=index,
-                       gather=torch.distributed.is_available()
+                       normalize=normalize, gather=torch.distributed.is_available()
                        and torch.distributed.is_initialized())
         pairs = vtm_pairs_with_hard_negatives(vtc.logits.detach().float(), index,
                                               generator=generator)
@@ -723,11 +815,18 @@ class UMT(VLModel):
     # ---------------------------------------------------------------- downstream
     @torch.no_grad()
     def retrieval_scores(self, video: torch.Tensor, input_ids: torch.Tensor,
-                         attention_mask: torch.Tensor) -> torch.Tensor:
-        """VTC cosine similarities ``(texts, videos)`` (zero-shot retrieval, Sec. 4.4)."""
+                         attention_mask: torch.Tensor, *, keep_temporal: bool | None = None
+                         ) -> torch.Tensor:
+        """VTC similarities ``(texts, videos)`` (zero-shot retrieval, Sec. 4.4): with
+        ``keep_temporal`` (default: the config's) the mean over frames of the per-frame cosines
+        (:func:`frame_averaged_similarity`, the code's evaluation), else the cosine of the
+        pooled embeddings."""
+        keep = self.config.keep_temporal if keep_temporal is None else keep_temporal
+        t = self.encode_text(input_ids, attention_mask)
+        if keep:
+            return frame_averaged_similarity(self.encode_video_frames(video), t)
         v = F.normalize(self.encode_video(video), dim=-1)
-        t = F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)
-        return t @ v.T
+        return F.normalize(t, dim=-1) @ v.T
 
     @torch.no_grad()
     def score_options(self, video: torch.Tensor, option_ids: torch.Tensor,
@@ -740,10 +839,13 @@ class UMT(VLModel):
         video_tokens = self.encode_video_tokens(video)
         text = self.encode_text_tokens(option_ids.view(b * k, length),
                                        option_mask.view(b * k, length))
-        if method == "vtc":
-            v = F.normalize(self.vision_proj(video_tokens.mean(dim=1)), dim=-1)
+        if method == "vtc":  # per-frame cosines averaged with keep_temporal (retrieval_mc.py)
+            pooled = self.pool_video(video_tokens, video.shape[1],
+                                     keep_temporal=self.config.keep_temporal)
+            v = F.normalize(self.vision_proj(pooled), dim=-1)
+            v = v if v.dim() == 3 else v[:, None]
             t = F.normalize(self.text_proj(text[:, 0]), dim=-1).view(b, k, -1)
-            scores = (t * v[:, None]).sum(-1)
+            scores = torch.einsum("bkd,btd->bk", t, v) / v.shape[1]
         else:
             logits = self.match_logits(video_tokens.repeat_interleave(k, 0), text,
                                        option_mask.view(b * k, length))
@@ -763,6 +865,25 @@ class UMT(VLModel):
         return {"video": video, "input_ids": ids,
                 "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
                 "video_index": torch.arange(batch_size)}
+
+
+def frame_averaged_similarity(video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """UMT's video-text similarity ``(texts, videos)`` (multi_modality ``get_sim``).
+
+    ``video`` ``(V, T, D)``: one embedding per frame (``(V, D)``: one per clip); ``text``
+    ``(N, D)``. Every frame and text embedding is L2-normalised, each frame's cosine with each
+    text is taken, and the cosines are averaged over the frames: the average comes after the
+    cosine, so this is not the cosine of the frame-averaged embedding. No temperature (the code
+    divides by it for VTC logits and applies no softmax before the average).
+    """
+    if video.dim() == 2:
+        video = video[:, None]
+    if video.dim() != 3 or text.dim() != 2 or video.shape[-1] != text.shape[-1]:
+        raise ValueError(f"expected video (V, T, D) and text (N, D); got {tuple(video.shape)} "
+                         f"and {tuple(text.shape)}")
+    v = F.normalize(video, dim=-1)
+    t = F.normalize(text, dim=-1)
+    return torch.einsum("nd,vtd->nv", t, v) / video.shape[1]
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -56,7 +56,8 @@ def _build(name: str, defaults: dict[str, Any], **kwargs: Any) -> UMT:
 @register_model
 def umt_toy(**kwargs: Any) -> UMT:
     """A CPU-sized UMT for the synthetic benchmark (not in the paper): 64-wide student of 4
-    blocks on 32 px clips, 2 aligned layers, small decoder and BERT towers."""
+    blocks on 32 px clips, 2 aligned layers, small decoder and BERT towers; retrieval pools the
+    frames first (``keep_temporal=False``, the chapter's zero-shot probe)."""
     return _build("umt_toy", {"embed_dim": 64, "depth": 4, "num_heads": 4, "image_size": 32,
                               "patch_size": 8, "num_frames": 8, "teacher_dim": 64,
                               "align_layers": 2, "drop_path_rate": 0.0, "decoder_dim": 32,
@@ -69,17 +70,20 @@ def umt_toy(**kwargs: Any) -> UMT:
 @register_model
 def umt_base(**kwargs: Any) -> UMT:
     """UMT-B (Sec. 4.1, Table 5): ViT-B/16 student, CLIP ViT-B/16 teacher, BERT-base towers
-    (9 text + 3 fusion layers); 87 M student parameters."""
-    return _build("umt_base", {}, **kwargs)
+    (9 text + 3 fusion layers); 87 M student parameters. Stage-2 retrieval keeps the frames
+    apart (``keep_temporal=True``, as every released multi_modality config)."""
+    return _build("umt_base", {"keep_temporal": True}, **kwargs)
 
 
 @register_model
 def umt_large(**kwargs: Any) -> UMT:
     """UMT-L (Sec. 4.1, Table 5): ViT-L/16 student, CLIP ViT-L/14 teacher (at 196 px),
-    BERT-large-sized towers (19 text + 5 fusion layers); 304 M student parameters."""
+    BERT-large-sized towers (19 text + 5 fusion layers); 304 M student parameters;
+    ``keep_temporal=True`` as UMT-B."""
     return _build("umt_large", {"embed_dim": 1024, "depth": 24, "num_heads": 16,
-                                "teacher_dim": 768, "drop_path_rate": 0.2, "decoder_dim": 512,
-                                "decoder_heads": 8, "text_width": 1024, "text_layers": 19,
-                                "fusion_layers": 5, "text_heads": 16,
+                                "keep_temporal": True, "teacher_dim": 768,
+                                "drop_path_rate": 0.2, "decoder_dim": 512, "decoder_heads": 8,
+                                "text_width": 1024, "text_layers": 19, "fusion_layers": 5,
+                                "text_heads": 16,
                                 "text_intermediate": 4096},
                   **kwargs)
