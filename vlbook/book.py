@@ -18,6 +18,7 @@ import base64
 import html.parser
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,18 @@ def write_benchmarks(stage: Path) -> Path:
     return path
 
 
+def write_teaser(stage: Path) -> Path:
+    """The front page's figure: the five architecture diagrams (:mod:`vlbook.diagrams`, drawn
+    from the paper-size configs); fails if a diagram's labels overlap or overflow."""
+    from vlbook import diagrams
+
+    for paper in diagrams.PAPERS:
+        problems = diagrams.check_layout(diagrams.draw_architecture(paper))
+        if problems:
+            raise diagrams.LayoutError(f"{paper} diagram: " + "; ".join(problems))
+    return diagrams.save_teaser(stage / "architectures.png")
+
+
 def _mathjax(stage: Path, cache: Path) -> str | None:
     """Install MathJax 3 from npm (once) and copy it into the staged book; None if impossible."""
     target = cache / "node_modules" / "mathjax" / "es5"
@@ -168,8 +181,10 @@ def execute_chapters(
 
     ``executed`` maps notebook stems to copies that already ran at this scale (the test-suite
     passes the notebooks it executed), which are used instead of running them again.
+    Each executed copy is then tidied for its page (:func:`vlbook.notebook.tidy_executed_notebook`:
+    the parameters shown once, no widget outputs).
     """
-    from vlbook.notebook import execute_notebook
+    from vlbook.notebook import execute_notebook, tidy_executed_notebook
 
     timings = {}
     for stem, _ in chapters:
@@ -177,12 +192,13 @@ def execute_chapters(
         out = stage / "chapters" / f"{stem}.ipynb"
         if executed and stem in executed:
             shutil.copy2(executed[stem], out)
-            continue
-        print(f"[book] executing {src.name} at scale={scale} ...", flush=True)
-        start = time.time()
-        execute_notebook(src, out, {"scale": scale}, cwd=NOTEBOOKS, log_output=log_output)
-        timings[stem] = time.time() - start
-        print(f"[book]   done in {timings[stem]:.0f} s", flush=True)
+        else:
+            print(f"[book] executing {src.name} at scale={scale} ...", flush=True)
+            start = time.time()
+            execute_notebook(src, out, {"scale": scale}, cwd=NOTEBOOKS, log_output=log_output)
+            timings[stem] = time.time() - start
+            print(f"[book]   done in {timings[stem]:.0f} s", flush=True)
+        tidy_executed_notebook(out)
     return timings
 
 
@@ -201,6 +217,7 @@ def build(
     write_toc(stage, chapters)
     write_ledger(stage, scale)
     write_benchmarks(stage)
+    write_teaser(stage)
     config = stage / "_config.yml"
     mathjax = _mathjax(stage, REPO_ROOT / "build" / "npm")
     text = config.read_text()
@@ -294,6 +311,84 @@ def _static_check(html_dir: Path, page: str) -> dict:
     return {"images": len(parser.srcs)}
 
 
+class _TextParser(html.parser.HTMLParser):
+    """The text of a page outside code-cell inputs, scripts and styles."""
+
+    SKIP = ("script", "style")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._stack: list[bool] = []  # per open element: does it start a skipped region?
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "img", "meta", "link", "input", "hr", "source", "wbr"):
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        skip = tag in self.SKIP or "cell_input" in classes
+        self._stack.append(skip)
+        self._skipping += skip
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._stack:
+            self._skipping -= self._stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+#: Raw markdown table text (a header rule) in a page's rendered text: a markdown output shown
+#: as CommonMark, which has no tables.
+_RAW_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\|")
+
+
+def _machine_paths() -> list[str]:
+    """Absolute folders of this machine that a page must not print."""
+    from vlbook.paths import data_root, results_root, runs_root, weights_root
+
+    paths = {str(REPO_ROOT)}
+    for root in (data_root(), results_root(), runs_root(), weights_root()):
+        paths.add(str(root))
+    home = str(Path.home())
+    if home not in ("/", ""):
+        paths.add(home)
+    return sorted(p for p in paths if len(Path(p).parts) > 1)
+
+
+def page_problems(html_dir: Path, pages: list[str]) -> dict[str, list[str]]:
+    """What a reader should not see on the built ``pages``: papermill's ``# Parameters`` cell
+    shown twice, absolute paths of the machine, raw markdown tables, thebe's configuration
+    declared twice and require.js (ipywidgets) fetched from a CDN. Pages without problems are
+    left out."""
+    html_dir = Path(html_dir)
+    machine = _machine_paths()
+    found: dict[str, list[str]] = {}
+    for page in pages:
+        raw = (html_dir / page).read_text(errors="replace")
+        parser = _TextParser()
+        parser.feed(raw)
+        text = "".join(parser.parts)
+        problems = []
+        if raw.count("# Parameters") > 1:
+            problems.append(f"'# Parameters' appears {raw.count('# Parameters')} times")
+        for path in machine:
+            if path in text:
+                line = next(ln for ln in text.splitlines() if path in ln)
+                problems.append(f"absolute path {path!r} in the text: {line.strip()[:120]!r}")
+        if _RAW_TABLE.search(text):
+            line = next(ln for ln in text.splitlines() if _RAW_TABLE.search(ln))
+            problems.append(f"raw markdown table text: {line.strip()[:120]!r}")
+        if raw.count("THEBE_JS_URL") > 1:
+            problems.append(f"THEBE_JS_URL declared {raw.count('THEBE_JS_URL')} times")
+        if re.search(r"<script[^>]+require(\.min)?\.js", raw):
+            problems.append("loads require.js from a CDN")
+        if problems:
+            found[page] = problems
+    return found
+
+
 async def _cdp_pages(ws_url: str, urls: list[str], shots: list[Path]) -> list[dict]:
     from tornado.websocket import websocket_connect
 
@@ -384,6 +479,12 @@ def check_html(
     html_dir = Path(html_dir)
     pages = ["index.html", *chapter_pages, "ledger.html"]
     info = {p: _static_check(html_dir, p) for p in pages}
+    others = [p for p in ("paper_vs_code.html", "benchmarks.html", "references.html")
+              if (html_dir / p).exists()]
+    problems = page_problems(html_dir, pages + others)
+    if problems:
+        raise HtmlCheckError("pages show what a reader should not see:\n" + "\n".join(
+            f"  {page}: {p}" for page, found in problems.items() for p in found))
     chromium = find_chromium()
     if chromium is None:
         print("warning: Chromium not found; install Debian's 'chromium' for the browser check")
@@ -443,6 +544,36 @@ def check_html(
             title=result["title"], rendered_images=result["images"], equations=result["typeset"]
         )
     return HtmlReport(info, shots, chromium)
+
+
+# --------------------------------------------------------------------------------------
+# a Sphinx extension (``sphinx: extra_extensions: [vlbook.book]`` in book/_config.yml)
+# --------------------------------------------------------------------------------------
+
+#: Scripts no page needs: the book has no live code (thebe), and executed pages carry no
+#: widgets (their require.js and widget bundle would come from a CDN).
+_UNWANTED_SCRIPTS = ("sphinx-thebe.js", "require.min.js", "require.js", "embed-amd.js")
+
+
+def _drop_unwanted_scripts(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+    """``html-page-context``: remove thebe's configuration (``const THEBE_JS_URL``, which
+    sphinx-thebe adds more than once, an uncaught error on every page) and widget scripts."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+
+    def unwanted(js: object) -> bool:
+        name = str(getattr(js, "filename", "") or "")
+        body = str(getattr(js, "attributes", {}).get("body", ""))
+        return "THEBE_JS_URL" in body or name.split("?")[0].endswith(_UNWANTED_SCRIPTS)
+
+    context["script_files"] = [js for js in scripts if not unwanted(js)]
+
+
+def setup(app) -> dict:  # noqa: ANN001 - sphinx.application.Sphinx
+    """Sphinx entry point: registers :func:`_drop_unwanted_scripts` (after the themes)."""
+    app.connect("html-page-context", _drop_unwanted_scripts, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -572,8 +572,92 @@ def run_comparison(data: Mapping[str, Any], budget: Budget,
     return Comparison(budget, records, chance_levels(data))
 
 
+# --------------------------------------------------------------------------------------------
+# the benchmark tables of the models, shown in the page
+# --------------------------------------------------------------------------------------------
+
+
+def markdown_blocks(text: str) -> list[tuple[str, Any]]:
+    """``text`` (a ``vlbook.bench`` markdown file) as ``(kind, value)`` blocks: ``("heading",
+    str)``, ``("text", str)`` and ``("table", DataFrame)`` for each pipe table, its first
+    column as the index. A notebook output is rendered as CommonMark, which has no tables:
+    this lets the page show them as HTML tables instead."""
+    import pandas as pd
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    blocks: list[tuple[str, Any]] = []
+    paragraph: list[str] = []
+    lines = text.splitlines()
+
+    def flush() -> None:
+        if paragraph:
+            blocks.append(("text", "\n".join(paragraph).strip()))
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        is_rule = (i + 1 < len(lines)
+                   and set(lines[i + 1].replace("|", "").replace(":", "").strip()) == {"-"})
+        if line.lstrip().startswith("|") and is_rule:
+            flush()
+            header = cells(line)
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                row = cells(lines[i])
+                rows.append((row + [""] * len(header))[:len(header)])
+                i += 1
+            frame = pd.DataFrame(rows, columns=header)
+            blocks.append(("table", frame.set_index(header[0]) if len(header) > 1 else frame))
+            continue
+        if line.startswith("#"):
+            flush()
+            blocks.append(("heading", line.lstrip("#").strip()))
+        elif line.strip():
+            paragraph.append(line)
+        else:
+            flush()
+        i += 1
+    flush()
+    return blocks
+
+
+def show_model_benchmarks(folder: str | Path | None = None) -> int:
+    """Display every ``models-*.md`` table that ``python -m vlbook.bench models`` wrote under
+    ``folder`` (default ``results_root()/bench``): headings in bold, notes as text, tables as
+    HTML tables (pandas; a column with one value in every row is stated once above its
+    table). Returns how many files were shown."""
+    from IPython.display import Markdown, display
+
+    from vlbook.notebook import display_path
+    from vlbook.paths import results_root
+
+    folder = Path(folder) if folder is not None else results_root() / "bench"
+    files = sorted(folder.glob("models-*.md"))
+    for path in files:  # one per device and precision it was measured on
+        for kind, value in markdown_blocks(path.read_text()):
+            if kind == "heading":
+                display(Markdown(f"**{value}**"))
+            elif kind == "text":
+                display(Markdown(value))
+            else:  # columns with one value in every row are said once, above the table
+                same = [c for c in value.columns if value[c].nunique() == 1 and len(value) > 1]
+                if same:
+                    display(Markdown("Every row: " + ", ".join(
+                        f"{c} = {value[c].iloc[0]}" for c in same) + "."))
+                display(value.drop(columns=same))
+    if not files:
+        print(f"no models table under {display_path(folder)} yet: run "
+              "`python -m vlbook.bench models`")
+    return len(files)
+
+
 __all__ = [
     "METHODS", "METHOD_NAMES", "STATIC_ATTRIBUTES", "TEMPORAL_ATTRIBUTES", "Budget",
     "Comparison", "Method", "MethodRun", "chance_levels", "evaluate_method", "load_benchmark",
-    "mc_breakdown", "pretrain_method", "run_comparison", "training_step_flops",
+    "markdown_blocks", "mc_breakdown", "pretrain_method", "run_comparison",
+    "show_model_benchmarks", "training_step_flops",
 ]

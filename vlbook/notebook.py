@@ -30,12 +30,19 @@ __all__ = [
     "NotebookContext",
     "ParameterError",
     "check_no_outputs",
+    "display_path",
     "execute_notebook",
     "finish_notebook",
     "parameters_from_history",
+    "quiet_progress_bars",
     "seed_everything",
     "setup",
+    "tidy_executed_notebook",
 ]
+
+#: Set (to "1") in the kernel's environment by :func:`execute_notebook`: a notebook executed
+#: for a page has no one watching its progress bars, so :func:`setup` silences them.
+QUIET_PROGRESS_ENV = "VLBOOK_QUIET_PROGRESS"
 
 
 @dataclass
@@ -147,6 +154,8 @@ def setup(chapter: str, params: Mapping[str, Any] | None = None) -> NotebookCont
     if checked.get("data_root"):
         os.environ["VLBOOK_DATA"] = str(Path(checked["data_root"]).expanduser().resolve())
     seed_everything(checked["seed"])
+    if os.environ.get(QUIET_PROGRESS_ENV) == "1":
+        quiet_progress_bars()
     try:
         from vlbook.viz import set_style
 
@@ -157,6 +166,53 @@ def setup(chapter: str, params: Mapping[str, Any] | None = None) -> NotebookCont
     ctx = NotebookContext(chapter=chapter, params=checked, preset=preset)
     print(_context_card(ctx))
     return ctx
+
+
+def quiet_progress_bars() -> None:
+    """Make every later ``tqdm.auto.tqdm`` bar a disabled text bar.
+
+    ``tqdm.auto`` shows an ipywidgets bar in a notebook; in an executed page that is a widget
+    the page can only draw with require.js from a CDN, and a text bar would be stderr noise.
+    vlbook's bars import ``tqdm.auto.tqdm`` when they start, so replacing it here is enough.
+    """
+    import tqdm.auto
+    import tqdm.std
+
+    class QuietTqdm(tqdm.std.tqdm):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    tqdm.auto.tqdm = QuietTqdm  # type: ignore[misc]
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as a page may print it: relative to the repository, or to the data, runs or
+    results root it lies under (``$VLBOOK_DATA/...``), never the machine's absolute path."""
+    from vlbook.paths import REPO_ROOT, data_root, results_root, runs_root
+
+    path = Path(path).expanduser()
+    try:
+        path = path.resolve()
+    except OSError:
+        pass
+    roots = [(runs_root(), "$VLBOOK_RUNS"), (results_root(), "$VLBOOK_RESULTS"),
+             (data_root(), "$VLBOOK_DATA")]
+    for root, name in roots:  # the most specific root first (runs lie under results)
+        try:
+            rel = path.relative_to(root.resolve())
+        except (ValueError, OSError):
+            continue
+        # under the repository the roots are plain folders of it: show them as such
+        if root.resolve().is_relative_to(REPO_ROOT):
+            return (path.relative_to(REPO_ROOT)).as_posix()
+        return f"{name}/{rel.as_posix()}" if rel.parts else name
+    if path.is_relative_to(REPO_ROOT):
+        return path.relative_to(REPO_ROOT).as_posix() or "."
+    home = Path.home()
+    if path.is_relative_to(home) and home != Path(home.anchor):
+        return "~/" + path.relative_to(home).as_posix()
+    return path.name
 
 
 def _context_card(ctx: NotebookContext) -> str:
@@ -238,9 +294,10 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     # The kernel inherits this process's environment: keep hubs offline unless asked, and make
     # sure figures are displayed inline (MPLBACKEND=Agg, common in CI, would swallow them).
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "MPLBACKEND", QUIET_PROGRESS_ENV)}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ[QUIET_PROGRESS_ENV] = "1"
     try:
         pm.execute_notebook(
             str(path),
@@ -259,6 +316,63 @@ def execute_notebook(
             else:
                 os.environ[key] = value
     return output
+
+
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _with_injected_values(source: str, injected: dict[str, str]) -> str:
+    """``source`` (a parameters cell) with the assignments of ``injected`` (name -> the
+    injected line) replacing its own, comments after a value kept."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        try:
+            node = ast.parse(line).body[0]
+        except (SyntaxError, IndexError):
+            continue
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id in injected:
+            rest = line[node.end_col_offset:]  # a trailing comment, if any
+            lines[i] = injected[node.targets[0].id] + rest
+    return "\n".join(lines) + ("\n" if source.endswith("\n") else "")
+
+
+def tidy_executed_notebook(path: str | Path) -> Path:
+    """Prepare an executed notebook for its page, in place; returns ``path``.
+
+    * papermill's ``injected-parameters`` cell is tagged ``remove-cell`` (it stays in the file,
+      so the notebook still reruns the same way) and its values are written into the
+      ``parameters`` cell, so the page shows the parameters once, with the values that ran;
+    * ipywidgets outputs (progress bars) and the notebook's widget state are removed: a page
+      can only draw them with require.js and the widget bundle from a CDN.
+    """
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    injected_cell = next((c for c in cells if c["cell_type"] == "code" and "injected-parameters"
+                          in c.get("metadata", {}).get("tags", [])), None)
+    params_cell = next((c for c in cells if c["cell_type"] == "code" and "parameters"
+                        in c.get("metadata", {}).get("tags", [])), None)
+    if injected_cell is not None:
+        tags = injected_cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if params_cell is not None:
+            injected: dict[str, str] = {}
+            for line in "".join(injected_cell["source"]).splitlines():
+                found = _is_parameter_cell(line) if line.strip() else None
+                if found:
+                    injected[next(iter(found))] = line.rstrip()
+            source = _with_injected_values("".join(params_cell["source"]), injected)
+            params_cell["source"] = source.splitlines(keepends=True)
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        cell["outputs"] = [o for o in cell.get("outputs", [])
+                           if WIDGET_VIEW_MIME not in o.get("data", {})]
+    nb.get("metadata", {}).pop("widgets", None)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def check_no_outputs(path: str | Path) -> list[str]:

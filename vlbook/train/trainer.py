@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -278,6 +279,33 @@ def _scalar_dict(out: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
+#: About how many ``step ...`` lines a run prints inside a notebook (see ``train``).
+NOTEBOOK_LOG_LINES = 5
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (the chapter notebooks run the trainer in process)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:  # noqa: BLE001 - any failure means: not a notebook
+        return False
+
+
+def _shown(path: str | Path | None) -> str:
+    """A path for a log line: in a notebook (whose output becomes a page) relative to the
+    repository or the runs root (:func:`vlbook.notebook.display_path`), else as it is."""
+    if path is not None and _in_notebook():
+        from vlbook.notebook import display_path
+
+        return display_path(path)
+    return str(path)
+
+
 def train(
     config: TrainConfig,
     *,
@@ -336,8 +364,8 @@ def train(
         config.save(run_dir / "config.yaml")
         if previous_run is not None:
             moved = ", ".join(sorted(p.name for p in previous_run.iterdir()))
-            print(f"[vlbook.train] starting {run_dir} from step 0: the earlier run's {moved} "
-                  f"moved to {previous_run}", flush=True)
+            print(f"[vlbook.train] starting {_shown(run_dir)} from step 0: the earlier run's "
+                  f"{moved} moved to {_shown(previous_run)}", flush=True)
     accelerator.wait_for_everyone()
 
     set_seed(config.seed)
@@ -372,8 +400,8 @@ def train(
         done = _completed_result(run_dir, resume_path, total_steps)
         if done is not None:
             if main:
-                print(f"[vlbook.train] run complete at step {done.steps}: {resume_path}; "
-                      "nothing to do", flush=True)
+                print(f"[vlbook.train] run complete at step {done.steps}: "
+                      f"{_shown(resume_path)}; nothing to do", flush=True)
             state, _ = ckpt.load_checkpoint(resume_path, rank=accelerator.process_index)
             model.load_state_dict(state["model"])
             done.model = model
@@ -435,13 +463,19 @@ def train(
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
     if main:
         print(
-            f"[vlbook.train] run {run_dir} | {total_steps} steps ({steps_per_epoch}/epoch) | "
+            f"[vlbook.train] run {_shown(run_dir)} | {total_steps} steps "
+            f"({steps_per_epoch}/epoch) | "
             f"global batch {plan.global_batch_size} = {plan.per_device_batch} per device x "
             f"{plan.num_processes} processes x {plan.accumulation_steps} accumulation | "
             f"contrastive candidates per query {contrastive_batch}"
             + (f" | resumed from {resume_path.name} (step {start_step})" if resume_path else ""),
             flush=True,
         )
+    # in a notebook the step lines end up on the page: print about NOTEBOOK_LOG_LINES of them
+    # (every step's losses still go to metrics.csv)
+    print_every = max(1, config.log_every)
+    if main and _in_notebook():
+        print_every *= max(1, math.ceil(total_steps / (NOTEBOOK_LOG_LINES * print_every)))
     progress = None
     if main and config.progress_bar:
         from tqdm.auto import tqdm
@@ -581,7 +615,7 @@ def train(
                     for key, value in row.items():
                         if key not in ("step", "epoch"):
                             writer.add_scalar(f"train/{key}", value, step)
-                if progress is None:
+                if progress is None and (step % print_every == 0 or is_last or stopping):
                     shown = " ".join(f"{k}={v:.4g}" for k, v in final_losses.items())
                     print(f"[vlbook.train] step {step}/{total_steps} {shown}", flush=True)
 
