@@ -118,3 +118,19 @@ def test_clearly_greater_combines_both_errors() -> None:
     assert trend_status(True, "smoke") == "not run"
     assert trend_status(True, "toy") == "direction reproduced"
     assert trend_status(False, "full") == "differs"
+
+
+def test_verdict_markdown_counts_and_lists_what_the_rows_say() -> None:
+    from vlbook.results import verdict_markdown
+
+    rows = [LedgerRow("P", "Table 1", "model", "params (M)", 10.0, 10.1, "exact", "matches"),
+            LedgerRow("P", "Table 2", "a vs b", "R@1", 5.0, 3.25, "toy", "direction reproduced"),
+            LedgerRow("P", "Table 3", "c vs d", "R@1", 7.0, 1.0, "toy", "differs"),
+            LedgerRow("P", "Table 4", "e", "acc", 9.0, 2.0, "toy", "differs"),
+            LedgerRow("P", "Sec. 5", "full run", "epochs", None, None, "full", "not run")]
+    text = verdict_markdown(rows)
+    assert "in 1 of 3 trained rows" in text
+    reproduced, rest = text.split("It does not")
+    assert "**Table 2, a vs b** (R@1): ours 3.25, paper 5.00" in reproduced
+    assert "Table 3" in rest and "Table 4" in rest and "Table 3" not in reproduced
+    assert "1 of 1 match" in text and "1 rows need" in text

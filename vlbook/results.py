@@ -126,6 +126,43 @@ def trend_status(holds: bool, scale: str) -> str:
     return "direction reproduced" if holds else "differs"
 
 
+def verdict_markdown(rows: list[LedgerRow]) -> str:
+    """A chapter's trained ledger rows as a Markdown summary for its "what to take away"
+    section: which of the paper's directions this run reproduced and which it did not, each
+    with our value beside the paper's — computed from the rows, so the text cannot say what
+    the run did not show. Exact rows (counts) and rows not run are summarised by number."""
+    trained = [r for r in rows if r.scale not in ("exact", "full") and r.status != "not run"]
+    exact = [r for r in rows if r.scale == "exact"]
+    skipped = [r for r in rows if r.status == "not run"]
+
+    def item(r: LedgerRow) -> str:
+        return (f"- **{r.table}, {r.row}** ({r.metric}): ours {_fmt(r.ours)}, paper "
+                f"{_fmt(r.paper_value)}")
+
+    out = []
+    if trained:
+        scale = trained[0].scale
+        good = [r for r in trained if r.status in ("direction reproduced", "matches")]
+        bad = [r for r in trained if r.status == "differs"]
+        out.append(f"At `{scale}` scale this run reproduces the paper's direction in "
+                   f"{len(good)} of {len(trained)} trained rows, beyond two standard errors:")
+        out += [item(r) for r in good] or ["- none"]
+        if bad:
+            out.append("")
+            out.append("It does not in these (each row's note in the table above gives the "
+                       "measured difference and its error):")
+            out += [item(r) for r in bad]
+    if exact:
+        n_ok = sum(r.status == "matches" for r in exact)
+        out.append("")
+        out.append(f"Exact rows (counts of parameters and operations): {n_ok} of {len(exact)} "
+                   "match the paper.")
+    if skipped:
+        out.append("")
+        out.append(f"{len(skipped)} rows need the paper's data or scale and were not run here.")
+    return "\n".join(out)
+
+
 def results_dir(chapter: str, scale: str) -> Path:
     """``results_root()/<chapter>/<scale>``, created if needed."""
     path = results_root() / chapter / scale
