@@ -327,3 +327,22 @@ def test_split_batches_cuts_every_field():
     assert torch.equal(torch.cat([p["video"] for p in parts]), batch["video"])
     with pytest.raises(ValueError, match="size=0"):
         split_batches([batch], 0)
+
+
+def test_table1_rows_split_the_count_and_check_the_encoder_per_frame():
+    """The Sec. 4.2 row is the video encoder of the joint forward over 4 frames / 4, which must
+    equal a count of the encoder alone on one 256 px frame (a second, independent path), and
+    the E-ViLM total row is the whole joint forward in GMACs."""
+    from vlbook.analysis import count_flops
+    from vlbook.chapters.evilm import PAPER_FRAME_GMACS, table1_rows
+    from vlbook.models import create_model
+
+    rows, table = table1_rows()
+    by = {r.row: r for r in rows}
+    alone = count_flops(lambda: create_model("evilm").video_encoder,
+                        torch.zeros(1, 3, 256, 256), forward=lambda m, x: m(x)).gmacs
+    assert by["EdgeNeXt-S video encoder"].ours == pytest.approx(alone, abs=1e-3)
+    assert by["EdgeNeXt-S video encoder"].status == (
+        "matches" if abs(alone - PAPER_FRAME_GMACS) <= 0.05 * PAPER_FRAME_GMACS else "differs")
+    assert by["evilm"].ours == pytest.approx(table["evilm"]["counted GFLOPs"] / 2, abs=0.01)
+    assert "per frame" in by["evilm"].note

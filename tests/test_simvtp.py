@@ -502,3 +502,31 @@ def test_mean_rank_chance_and_ablation_jobs():
                             "msm_weight": 1.0, "vtc_weight": 0.0, "vtm_weight": 0.0}
     assert jobs["VTC + VTM"] == {"msm_weight": 0.0, "vtc_weight": 1.0, "vtm_weight": 1.0}
     assert len(jobs) == 3 + len(TABLE5_WEIGHTS) - 1
+
+
+def test_table5_rows_one_paired_verdict_per_row():
+    """Hand-built ranks over 100 clips x 2 captions: the full objective hits 40 clips (both
+    captions), MSM 20 of those, VTC the same 40 as the full one; so full - MSM = +20 points
+    with paired s.e. 100 * sqrt(0.2 * 0.8 / 99 / 100) and MSM's row reproduces the paper's
+    direction, VTC's (identical to the full objective) does not, nor the full row."""
+    import math
+
+    from vlbook.chapters.simvtp import PAPER_TABLE5, table5_rows
+
+    def ranks(hit_clips):
+        r = torch.full((100, 2), 50.0)
+        r[:hit_clips] = 1.0
+        return r
+
+    table = {"MSM": ranks(20), "VTC": ranks(40), "VTM": ranks(0), "MSM + VTC + VTM": ranks(40)}
+    rows = {r.row: r for r in table5_rows(table, "toy")}
+    assert list(rows) == ["MSM", "VTC", "VTM", "MSM + VTC + VTM"]
+    se = 100 * math.sqrt(0.2 * 0.8 * 100 / 99 / 100)
+    gap = PAPER_TABLE5["MSM + VTC + VTM"] - PAPER_TABLE5["MSM"]
+    assert f"paper {gap:+.1f}, ours +20.0 ± {se:.1f}" in rows["MSM"].note
+    assert rows["MSM"].status == "direction reproduced"
+    assert rows["VTM"].status == "direction reproduced"
+    assert rows["VTC"].status == "differs"
+    assert rows["MSM + VTC + VTM"].status == "differs"   # not above VTC
+    assert rows["MSM"].ours == 20.0 and rows["MSM + VTC + VTM"].ours == 40.0
+    assert {r.status for r in table5_rows(table, "smoke")} == {"not run"}

@@ -172,3 +172,29 @@ def test_cache_dataset_stacks_and_cached_batch_picks_rows():
     assert stacked["text"] == ["t0", "t1"]
     assert torch.equal(cached_batch(stacked, torch.tensor([1]))["video"],
                        torch.tensor([[1.0, 1.0]]))
+
+
+class _TwoBlocks(nn.Module):
+    """Two blocks and a head, each a scalar with gradient 1 (a loss that is their sum)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(1, 1, bias=False) for _ in range(2)])
+        self.head = nn.Linear(1, 1, bias=False)
+        for p in self.parameters():
+            nn.init.constant_(p, 1.0)
+
+    def forward(self, batch: dict) -> dict:
+        return {"loss": sum(p.sum() for p in self.parameters())}
+
+
+def test_fit_layer_decay_scales_each_block_learning_rate():
+    """Adam's first step moves a parameter by lr (times its group's scale) whatever its
+    gradient's size; with layer decay d over L = 2 blocks, block i gets d ** (L + 1 - (i + 1))
+    and the head (layer L + 1) the full rate: 0.25, 0.5 and 1 for d = 0.5."""
+    model = _TwoBlocks()
+    lr = 0.1
+    toy.fit(model, [{"x": torch.zeros(1)}], steps=1, lr=lr, weight_decay=0.0, warmup_steps=0,
+            schedule="constant", clip_grad_norm=None, layer_decay=0.5)
+    moved = [1.0 - float(b.weight) for b in model.blocks] + [1.0 - float(model.head.weight)]
+    assert moved == pytest.approx([lr * 0.25, lr * 0.5, lr * 1.0], rel=1e-4)

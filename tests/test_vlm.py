@@ -416,3 +416,40 @@ def test_benchmark_suite_writes_step_time_and_memory():
     assert (results_root() / "bench" / "vlm-cpu-no.json").is_file()
     with pytest.raises(ValueError, match="not VLM variants"):
         bench.run(parser.parse_args(["--variants", "allinone_toy"]))
+
+
+def test_table8_9_rows_decide_by_paired_differences():
+    """Hand-built rows: MMM 50 % ranks 20 more of 200 queries first than MMM 30 % and agrees
+    with it elsewhere, so the paired error is sqrt(p(1-p)/n) of the +/-1 differences; a row
+    equal to MMM 50 % is not 'clearly below' it, and MMM 0 % far below makes 50 % the best."""
+    import math
+
+    from vlbook.chapters.vlm import PAPER_ABLATION, table8_9_rows
+
+    n = 200
+    best = [1.0] * 60 + [0.0] * 140
+    thirty = [1.0] * 40 + [0.0] * 160        # 20 fewer hits, never a hit where 50 % misses
+    zero = [0.0] * n
+    cider = [100.0] * 10
+
+    def row(label, hits, cider_items):
+        return {"variant": label, "R@1": 100 * sum(hits) / n, "CIDEr": sum(cider_items) / 10,
+                "hits@1": hits, "CIDEr per item": cider_items}
+
+    records = [row("MMM 0%", zero, [0.0] * 10), row("MMM 30%", thirty, cider),
+               row("MMM 50%", best, cider), row("MMM 70%", list(best), cider)]
+    rows = {(r.table, r.row): r for r in table8_9_rows(records, "toy")}
+    assert len(rows) == 8
+    # 30 %: d = 10 points; per-query differences: 20 ones, 180 zeros
+    d = [1.0] * 20 + [0.0] * 180
+    mean = sum(d) / n
+    se = 100 * math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
+    assert f"ours +10.00 ± {se:.2f}" in rows[("Table 8", "MMM 30%")].note
+    gap = PAPER_ABLATION["MMM 50%"]["R@1"] - PAPER_ABLATION["MMM 30%"]["R@1"]
+    assert f"paper {gap:+.2f}" in rows[("Table 8", "MMM 30%")].note
+    assert rows[("Table 8", "MMM 30%")].status == "direction reproduced"   # 10 / 2.1 s.e.
+    assert rows[("Table 8", "MMM 70%")].status == "differs"               # identical to 50 %
+    assert rows[("Table 8", "MMM 50%")].status == "direction reproduced"
+    assert rows[("Table 9", "MMM 30%")].status == "differs"               # equal CIDEr
+    assert rows[("Table 9", "MMM 0%")].status == "direction reproduced"
+    assert {r.status for r in table8_9_rows(records, "smoke")} == {"not run"}

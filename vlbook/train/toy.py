@@ -77,8 +77,9 @@ def fit(
     model: nn.Module, batches: BatchSource, *, steps: int, lr: float,
     weight_decay: float = 0.05, betas: Sequence[float] = (0.9, 0.95),
     warmup_steps: int | None = None, warmup: float = 0.1, schedule: str = "cosine",
-    clip_grad_norm: float | None = 1.0, no_weight_decay: Iterable[str] = (), seed: int = 0,
-    step_fn: StepFn | None = None, after_step: AfterStep | None = None,
+    clip_grad_norm: float | None = 1.0, no_weight_decay: Iterable[str] = (),
+    layer_decay: float = 1.0, seed: int = 0, step_fn: StepFn | None = None,
+    after_step: AfterStep | None = None,
     device: torch.device | str | None = None, parameters: nn.Module | None = None,
 ) -> ToyRun:
     """Train ``model`` for ``steps`` optimiser steps; returns the per-step loss terms.
@@ -89,7 +90,9 @@ def fit(
     with ``"loss"`` and other terms to log, or an output with ``.loss``); default
     ``model(batch)``. ``warmup_steps`` (default ``warmup`` x ``steps``) of linear warm-up from
     0, then ``schedule`` decay to 0 at ``steps``. ``after_step(step, batch)`` runs after each
-    optimiser step (e.g. codebook restarts). ``parameters``: the module whose parameters are
+    optimiser step (e.g. codebook restarts). ``layer_decay`` < 1 scales block ``i``'s learning
+    rate by ``layer_decay ** (L + 1 - i)`` (fine-tuning recipes of BEiT / VideoMAE / UMT;
+    :func:`vlbook.train.optim.param_groups`). ``parameters``: the module whose parameters are
     optimised (default ``model``). The global RNG and the batch generator are seeded with
     ``seed``, so a run is reproducible.
     """
@@ -101,7 +104,7 @@ def fit(
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = build_optimizer(trained, lr=lr, weight_decay=weight_decay,
                           betas=(float(betas[0]), float(betas[1])),
-                          no_weight_decay=no_weight_decay)
+                          no_weight_decay=no_weight_decay, layer_decay=layer_decay)
     warm = int(warmup * steps) if warmup_steps is None else int(warmup_steps)
     sched = build_scheduler(opt, warmup_steps=max(warm, 0), total_steps=max(steps, 1),
                             kind=schedule)
