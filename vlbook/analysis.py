@@ -1,11 +1,13 @@
 """Model analysis: parameter counts per module and FLOPs per forward.
 
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on the **meta** device:
-no memory is allocated (a ViT-L configuration costs nothing) and fused attention is counted —
-on CPU tensors the counter misses ``_scaled_dot_product_flash_attention_for_cpu`` and reports
-ViT-B/16 at 33.70 GFLOPs instead of 35.13 (ENVIRONMENT_NOTES). Only matrix products and
-convolutions are counted, as the counter does; element-wise operations, norms and softmax are
-not.
+no memory is allocated (a ViT-L configuration costs nothing). On CPU tensors PyTorch's counter
+has no formula for the CPU fused-attention kernel (``_scaled_dot_product_flash_attention_for_cpu``
+and its backward) and would report ViT-B/16 at 33.70 GFLOPs instead of 35.13; :func:`count_flops`
+adds both (:data:`CPU_ATTENTION_FLOPS`), counting the model's FLOPs as on meta: ``4 B h L S d``
+forward (``Q K^T`` and ``A V``), twice that backward (the kernel's recomputation of the scores
+is not model work and is not counted). Only matrix products and convolutions are counted, as
+the counter does; element-wise operations, norms and softmax are not.
 
 Units — two conventions, always named:
 
@@ -21,7 +23,6 @@ Units — two conventions, always named:
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,32 @@ def _group_by_depth(counts: dict[str, Any], root: str, depth: int) -> dict[str, 
     return out
 
 
+def _cpu_attention_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any,
+                         out_shape: Any = None, **kwargs: Any) -> int:
+    """``Q K^T`` and ``A V`` of the CPU fused kernel: ``2 * (2 B h L S d)``."""
+    b, h, length, d = query_shape
+    return 2 * (2 * b * h * length * key_shape[2] * d) if value_shape[-1] == d else (
+        2 * b * h * length * key_shape[2] * d + 2 * b * h * length * key_shape[2] * value_shape[-1])
+
+
+def _cpu_attention_backward_flops(grad_out_shape: Any, query_shape: Any, key_shape: Any,
+                                  value_shape: Any, *args: Any, out_shape: Any = None,
+                                  **kwargs: Any) -> int:
+    """Gradients of the two products (four of the same size): twice the forward. The kernel
+    also recomputes the scores; that is not model work and is not counted (as on meta)."""
+    return 2 * _cpu_attention_flops(query_shape, key_shape, value_shape)
+
+
+#: Formulas for the CPU fused-attention kernels that ``FlopCounterMode`` lacks.
+CPU_ATTENTION_FLOPS: dict[Any, Callable[..., int]] = {}
+for _name, _formula in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention_flops),
+                        ("_scaled_dot_product_flash_attention_for_cpu_backward",
+                         _cpu_attention_backward_flops)):
+    _op = getattr(torch.ops.aten, _name, None)
+    if _op is not None:
+        CPU_ATTENTION_FLOPS[_op] = _formula
+
+
 def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         if device.type == "meta":
@@ -186,8 +213,9 @@ def count_flops(
     or a batch dict) are replaced by meta tensors of the same shapes. ``forward(model, inputs)``
     overrides the call (default ``model(inputs)``, or ``model(*inputs)`` for a tuple), e.g.
     ``lambda m, b: m.encode_video(b["video"])``. Models whose forward needs real values
-    (``.item()``, data-dependent shapes) fail on meta: pass ``device="cpu"`` for those, which
-    undercounts fused attention (a warning says so).
+    (``.item()``, data-dependent shapes) fail on meta: pass ``device="cpu"`` for those (fused
+    attention is counted there too, :data:`CPU_ATTENTION_FLOPS`; other fused kernels without a
+    formula, e.g. CUDA's on another device, are not).
     """
     target = torch.device(device)
     if callable(model) and not isinstance(model, nn.Module):
@@ -197,16 +225,11 @@ def count_flops(
         module = copy.deepcopy(model).to("meta")
     else:
         module = model.to(target)
-        warnings.warn(
-            f"counting FLOPs on {device}: fused attention kernels are not counted there; "
-            "count on the meta device when the model allows it",
-            stacklevel=2,
-        )
     inputs = _to_device(inputs, target)
     # Called through a wrapper so that the counter names submodules from the model's root even
     # when ``forward`` calls a method (``encode_video``) instead of the module itself.
     wrapper = _Call(module, forward or _default_forward)
-    counter = FlopCounterMode(display=False, depth=None)
+    counter = FlopCounterMode(display=False, depth=None, custom_mapping=CPU_ATTENTION_FLOPS)
     with counter:
         if backward:
             _scalar_for_backward(wrapper(inputs)).backward()
@@ -229,4 +252,4 @@ def count_flops(
     )
 
 
-__all__ = ["FlopCount", "ParameterCount", "count_flops", "count_parameters"]
+__all__ = ["CPU_ATTENTION_FLOPS", "FlopCount", "ParameterCount", "count_flops", "count_parameters"]

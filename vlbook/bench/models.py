@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"{args.paper_batch_size}, {args.steps} timed step(s) after {args.warmup} warm-up. "
               "`train`: forward + backward + AdamW of the pre-training objective; `infer`: the "
               "same objective without gradients. FLOPs of SimVTP and UMT are counted on the CPU "
-              "(their masks select tokens by value), which misses fused attention. Peak memory "
+              "(their masks select tokens by value; fused attention included). Peak memory "
               "on CPU is the resident set of the process"
               + (" that measured the variant alone; *above idle* subtracts that fresh "
                  "process's level before the model was built (Python + torch)." if isolate

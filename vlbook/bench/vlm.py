@@ -7,7 +7,7 @@ with :func:`vlbook.bench.train.benchmark`. Results go to
 ``results_root()/bench/vlm-<device>-<precision>.json`` and ``.md``.
 
 The masking is random, so a step's FLOPs depend on the draw and cannot be counted on the meta
-device; the count falls back to the CPU (which misses fused attention: a small undercount) or
+device; the count falls back to the CPU (fused attention counted there too) or
 is skipped with ``--no-flops``. Defaults are CPU-friendly (toy batch 64, paper batch 2); on a
 GPU pass ``--paper-batch-size 32`` for the paper's per-GPU batch (256 on 8 GPUs).
 """

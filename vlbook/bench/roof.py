@@ -1,0 +1,296 @@
+"""This machine's matrix-multiply roof, and each model's training step as a fraction of it.
+
+``python -m vlbook.bench roof`` first probes the dense matrix-multiply throughput the models'
+linear layers can reach on this device, on the shapes they use (a ViT-B MLP layer over 1,568
+video tokens; All-in-one-Ti's over 4 clips x 3 frames x 237 tokens), along every path PyTorch
+offers for them:
+
+* CPU, fp32: ``torch.mm`` (MKL), ``F.linear`` (what ``nn.Linear`` calls) and oneDNN's
+  ``mkldnn_linear`` on oneDNN tensors (the path ``torch.utils.mkldnn`` / inductor take);
+* CPU, bf16: ``torch.mm`` on bf16 tensors, ``F.linear`` under ``torch.autocast("cpu",
+  bfloat16)`` (casts included, as in a training step), oneDNN ``mkldnn_linear`` in bf16;
+* CUDA: ``torch.mm`` in fp32, TF32 and bf16.
+
+The roof of a precision is the best path at the best shape, by its fastest of ``--repeats``
+timed calls after a warm-up (on a shared CPU noise only adds time; medians are in the
+table). Then it times the training step (forward + backward + AdamW) of each
+``--models`` variant with its chapter's benchmark (:func:`vlbook.bench.models.bench_one`,
+FLOPs counted by :func:`vlbook.analysis.count_flops`, fused attention included) and reports
+the achieved FLOP/s and its fraction of each roof. Only matrix products are counted, so the
+fraction is the share of the matmul roof the whole step reaches (norms, softmax, dropout and
+the optimiser are overhead against it). The load average of the machine is recorded before
+and after: on a shared CPU the roof and the steps are measured under the same load.
+
+Results go to ``results_root()/bench/roof-<device>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vlbook.bench.common import resolve_device, setup_threads
+from vlbook.paths import results_root
+
+#: (label, tokens M, input K, output N) of the probed linear layers.
+SHAPES: tuple[tuple[str, int, int, int], ...] = (
+    ("ViT-B MLP fc1, 1568 tokens", 1568, 768, 3072),
+    ("ViT-Ti MLP fc1, 4x3x237 tokens", 2844, 192, 768),
+)
+#: Default models: All-in-one-Ti and UMT-B stage 1 (chapter, variant, batch).
+DEFAULT_MODELS: tuple[str, ...] = ("allinone_tiny", "umt_base")
+
+
+@dataclass
+class Probe:
+    """One matmul path at one shape: achieved GFLOP/s (median and best of the repeats)."""
+
+    path: str
+    precision: str
+    shape: str
+    m: int
+    k: int
+    n: int
+    gflops_median: float
+    gflops_best: float
+    max_rel_error: float  # against the fp32 torch.mm result (bf16 paths: rounding)
+
+
+@dataclass
+class ModelRow:
+    """A model's training step against the roof."""
+
+    variant: str
+    chapter: str
+    batch_size: int
+    precision: str
+    step_s: float
+    flops_per_step: int | None
+    achieved_gflops: float | None
+    fraction_of_roof: dict[str, float]
+
+
+def _time(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _paths(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, device: torch.device
+           ) -> list[tuple[str, str, Callable[[], torch.Tensor]]]:
+    """(path, precision, call) for every way a linear layer can run here."""
+    wt = w.t().contiguous()
+    paths: list[tuple[str, str, Callable[[], torch.Tensor]]] = [
+        ("torch.mm", "fp32", lambda: torch.mm(x, wt)),
+        ("F.linear", "fp32", lambda: F.linear(x, w, b)),
+    ]
+    if device.type == "cpu":
+        if torch.backends.mkldnn.is_available():
+            xm, wm, bm = x.to_mkldnn(), w.to_mkldnn(), b.to_mkldnn()
+            paths.append(("oneDNN mkldnn_linear", "fp32",
+                          lambda: torch._C._nn.mkldnn_linear(xm, wm, bm)))
+        xb, wtb = x.bfloat16(), wt.bfloat16()
+        paths.append(("torch.mm", "bf16", lambda: torch.mm(xb, wtb)))
+
+        def autocast_linear() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return F.linear(x, w, b)
+
+        paths.append(("F.linear under autocast", "bf16", autocast_linear))
+        if torch.backends.mkldnn.is_available():
+            try:
+                xbm, wbm = x.bfloat16().to_mkldnn(), w.bfloat16().to_mkldnn()
+                bbm = b.bfloat16().to_mkldnn()
+                torch._C._nn.mkldnn_linear(xbm, wbm, bbm)
+                paths.append(("oneDNN mkldnn_linear", "bf16",
+                              lambda: torch._C._nn.mkldnn_linear(xbm, wbm, bbm)))
+            except RuntimeError:  # no bf16 support in this oneDNN build / CPU
+                pass
+    else:
+        def tf32() -> torch.Tensor:
+            old = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            try:
+                return torch.mm(x, wt)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = old
+
+        xb, wtb = x.bfloat16(), wt.bfloat16()
+        paths += [("torch.mm", "tf32", tf32), ("torch.mm", "bf16", lambda: torch.mm(xb, wtb))]
+    return paths
+
+
+def probe_matmul(device: str = "cpu", repeats: int = 5,
+                 shapes: tuple[tuple[str, int, int, int], ...] = SHAPES) -> list[Probe]:
+    """GFLOP/s of every linear-layer path at every shape (``2 M K N`` FLOPs per call)."""
+    dev = torch.device(device)
+    probes = []
+    for label, m, k, n in shapes:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(m, k, generator=gen).to(dev)
+        w = (torch.randn(n, k, generator=gen) / k ** 0.5).to(dev)
+        b = torch.zeros(n).to(dev)
+        reference = torch.mm(x, w.t())
+        for path, precision, call in _paths(x, w, b, dev):
+            out = call()
+            if out.is_mkldnn:
+                out = out.to_dense()
+            out = out.float()  # the bias is zero
+            error = float(((out - reference).abs().max() / reference.abs().max()).item())
+            times = _time(call, repeats, dev)
+            flops = 2 * m * k * n
+            probes.append(Probe(path, precision, label, m, k, n,
+                                flops / statistics.median(times) / 1e9,
+                                flops / min(times) / 1e9, error))
+    return probes
+
+
+def roofs(probes: list[Probe]) -> dict[str, dict[str, Any]]:
+    """Per precision: the best path and shape by their fastest call (a shared CPU only ever
+    slows a call down, so the fastest is the closest to the machine's peak)."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in probes:
+        best = out.get(p.precision)
+        if best is None or p.gflops_best > best["gflops"]:
+            out[p.precision] = {"gflops": p.gflops_best, "path": p.path, "shape": p.shape,
+                                "gflops_median": p.gflops_median}
+    return out
+
+
+def _chapter_of(variant: str) -> str:
+    from vlbook.bench.models import chapter_names, variants
+
+    for chapter, _size, name in variants(chapter_names(), ("toy", "paper")):
+        if name == variant:
+            return chapter
+    raise ValueError(f"{variant!r} is no chapter's toy or paper model")
+
+
+def measure_models(models: list[str], roof: dict[str, dict[str, Any]], *, batch_size: int,
+                   steps: int, warmup: int, precision: str, device: str) -> list[ModelRow]:
+    """Train steps of ``models`` and their achieved FLOP/s against each roof."""
+    from vlbook.bench.models import bench_one
+
+    rows = []
+    for variant in models:
+        chapter = _chapter_of(variant)
+        result = bench_one(chapter, variant, batch_size=batch_size, steps=steps,
+                           warmup=warmup, modes=("train",), precision=precision,
+                           device=device, count_flops=True)[0]
+        flops = result.flops_per_step
+        achieved = flops / result.step_time_s_median / 1e9 if flops else None
+        fractions = ({k: achieved / v["gflops"] for k, v in roof.items()}
+                     if achieved is not None else {})
+        rows.append(ModelRow(variant, chapter, batch_size, precision,
+                             result.step_time_s_median, flops, achieved, fractions))
+        print(f"{variant} ({chapter}) train batch {batch_size}: "
+              f"{result.step_time_s_median * 1000:.0f} ms/step, "
+              + (f"{achieved:.1f} GFLOP/s" if achieved else "FLOPs n/a")
+              + "".join(f", {100 * f:.0f} % of {k}" for k, f in fractions.items()), flush=True)
+    return rows
+
+
+def markdown(probes: list[Probe], roof: dict[str, dict[str, Any]], rows: list[ModelRow],
+             header: str) -> str:
+    lines = [header, "", "## Matmul probe", "",
+             "| path | precision | shape | GFLOP/s (median) | GFLOP/s (best) | max rel. error |",
+             "|---|---|---|---|---|---|"]
+    for p in probes:
+        lines.append(f"| {p.path} | {p.precision} | {p.shape} | {p.gflops_median:.1f} | "
+                     f"{p.gflops_best:.1f} | {p.max_rel_error:.1e} |")
+    lines += ["", "## Roof (best path, fastest call)", "",
+              "| precision | GFLOP/s | its median | path | shape |", "|---|---|---|---|---|"]
+    for precision, r in roof.items():
+        lines.append(f"| {precision} | {r['gflops']:.1f} | {r['gflops_median']:.1f} | "
+                     f"{r['path']} | {r['shape']} |")
+    if rows:
+        keys = list(roof)
+        lines += ["", "## Training steps against the roof", "",
+                  "| model | batch | precision | ms/step (median) | GFLOPs/step | GFLOP/s | "
+                  + " | ".join(f"% of {k} roof" for k in keys) + " |",
+                  "|---|---|---|---|---|---|" + "---|" * len(keys)]
+        for r in rows:
+            flops = f"{r.flops_per_step / 1e9:.1f}" if r.flops_per_step else "n/a"
+            achieved = f"{r.achieved_gflops:.1f}" if r.achieved_gflops else "n/a"
+            fractions = " | ".join(f"{100 * r.fraction_of_roof[k]:.0f} %"
+                                   if k in r.fraction_of_roof else "n/a" for k in keys)
+            lines.append(f"| {r.variant} | {r.batch_size} | {r.precision} | "
+                         f"{1000 * r.step_s:.0f} | {flops} | {achieved} | {fractions} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per probe")
+    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS),
+                        help="variants whose train step is set against the roof (none: skip)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--precision", choices=("no", "bf16"), default="no",
+                        help="precision of the model steps (the probe always measures both)")
+    parser.add_argument("--small", action="store_true",
+                        help="small probe shapes only, no models (seconds; used by the tests)")
+    parser.add_argument("--name", default="", help="output name (default roof-<device>)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    setup_threads(args)
+    device = resolve_device(args.device)
+    load_before = os.getloadavg()
+    shapes = (("small", 256, 128, 256),) if args.small else SHAPES
+    probes = probe_matmul(device, args.repeats, shapes)
+    for p in probes:
+        print(f"{p.path:26s} {p.precision} {p.shape}: {p.gflops_median:.1f} GFLOP/s "
+              f"(best {p.gflops_best:.1f})", flush=True)
+    roof = roofs(probes)
+    models = [] if args.small else list(args.models)
+    rows = measure_models(models, roof, batch_size=args.batch_size, steps=args.steps,
+                          warmup=args.warmup, precision=args.precision, device=device)
+    load_after = os.getloadavg()
+    name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
+            else f"CPU {platform.processor() or platform.machine()}, capability "
+                 f"{torch.backends.cpu.get_cpu_capability()}")
+    header = (f"# Matmul roof and training steps ({name}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__})\n\nLoad average (1/5/15 min) before "
+              f"{load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
+              f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on "
+              f"{os.cpu_count()} CPUs. GFLOP/s = 2 M K N / time; model FLOPs count matrix "
+              "products only (vlbook.analysis.count_flops, fused attention included).")
+    payload = {"suite": "roof", "device": device, "device_name": name,
+               "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "load_average_before": load_before, "load_average_after": load_after,
+               "roof": roof, "probes": [asdict(p) for p in probes],
+               "models": [asdict(r) for r in rows]}
+    out_dir = results_root() / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = args.name or f"roof-{device.replace(':', '')}{'-small' if args.small else ''}"
+    (out_dir / f"{label}.json").write_text(json.dumps(payload, indent=1))
+    text = markdown(probes, roof, rows, header)
+    (out_dir / f"{label}.md").write_text(text)
+    print(text)
+    print(f"wrote {out_dir / label}.json")
+    return payload
+
+
+__all__ = ["DEFAULT_MODELS", "SHAPES", "ModelRow", "Probe", "measure_models", "probe_matmul",
+           "roofs"]
