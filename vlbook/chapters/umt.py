@@ -696,6 +696,19 @@ def ledger_rows(results: Mapping[str, Any], scale: str) -> list[LedgerRow]:
     pair_row(LEDGER_ROWS[9], fine_tuned.get("student - CLIP-S"), "{a:.1f} vs {b:.1f}",
              "student clearly above the frame-wise teacher after the same fine-tuning",
              "fine-tuning not run")
+    # the other encoders fine-tuned with the same recipe: what a differing Table 1/3 row
+    # measures against (no pre-training at all, and pixel targets)
+    others = results.get("table3_fine_tuned_motion", {})
+    names = [n for n in ("random-init student", "MAE student (pixels)") if n in others]
+    context = "; ".join(f"{name} {others[name]:.1f}" for name in names)
+    student = others.get("UMT student (space-time)")
+    for index in (6, 9):
+        row = rows.get(LEDGER_ROWS[index])
+        if context and student is not None and row is not None and row.status == "differs":
+            below = all(student < others[n] for n in names)
+            row.note += (f"; the same fine-tuning from {context} (%): at toy scale the "
+                         f"distilled student ({student:.1f}) fine-tunes "
+                         + ("worse than each" if below else "no better than the best of these"))
 
     stage2 = results.get("stage2")
     if stage2:
