@@ -76,6 +76,24 @@ def test_full_model_spec_builds_the_paper_size_model(chapter, tmp_path):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def test_full_preset_model_has_the_papers_parameter_count(chapter):
+    """Every chapter's ``full`` model, built on the meta device without pretrained weights,
+    has the paper's parameter count (within 2 %) where the chapter states it."""
+    from vlbook.models import create_model
+
+    spec = get_preset(chapter, "full")["model"]
+    kwargs = {k: v for k, v in spec.get("kwargs", {}).items() if k not in WEIGHT_KWARGS}
+    with torch.device("meta"):
+        model = create_model(spec["name"], **kwargs)
+    params = list(model.parameters())
+    assert params and all(p.is_meta for p in params)  # nothing was loaded or allocated
+    millions = sum(p.numel() for p in params) / 1e6
+    paper = chapter_spec(chapter).paper_params_m.get(spec["name"])
+    if paper is not None:
+        assert millions == pytest.approx(paper, rel=0.02), (chapter, millions, paper)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_unprepared_full_data_names_the_file_and_the_commands(chapter, tmp_path, monkeypatch):
     monkeypatch.setenv("VLBOOK_DATA", str(tmp_path / "empty"))
     config = full_config(chapter, tmp_path)

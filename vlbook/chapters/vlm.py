@@ -87,19 +87,38 @@ register_preset(
                          "mmm": [0.0, 0.3, 0.5, 0.7], "losses": ["masked_token", "mfm_mlm"]},
         },
         "full": {
-            # Sec. 5.2 + MMPT: HowTo100M S3D features, BERT-base uncased, batch 256 (8 videos x
-            # 32 clips) on 8 GPUs, Adam (0.9, 0.98) lr 5e-5, 1000 warm-up steps, polynomial
-            # decay, clip 2.0, fp16, 15 epochs; fine-tuning: same with 122 warm-up steps.
+            # every value below: Sec. 5.2 (Hyper-parameters) unless the comment says otherwise
+            # Sec. 5.2: "we adopt BERTBASE (uncased) ... tuned directly from BERT's weights"
             "model": {"name": "vlm_base", "kwargs": {"pretrained": "bert-base-uncased"}},
+            # Sec. 5.1.1: "We adopt the Howto100M dataset"; Sec. 5.2: S3D "one (1) video token
+            # per second with the dimension of 512"; "maximum length of BERT is set as 96,
+            # where 32 tokens are for videos": max_video_len 32; text 96 - 32 - 3 specials
+            # ([CLS], 2 x [SEP]) = 61 (release config: max_len 96, max_video_len 32)
             "data": {"datasets": ["howto100m"], "name": "feature_text", "max_len": 61,
                      "max_video_len": 32, "feature_dim": 512},
+            # "for 15 epochs using fp16"; "32 video/text clip pairs from each video and use 8
+            # videos to form a batch of size 256"; "Adam ... initial learning rate of 5e-5
+            # (with betas as (0.9, 0.98)), 1000 steps of warm-up and a polynomial decay";
+            # "Gradients are clipped with 2.0"; weight decay: not stated (plain Adam), release
+            # config (pre-training config) weight_decay 0.0; per-device 32 = 256 / "8 NVIDIA
+            # Tesla V100 GPUs"
             "train": {"epochs": 15, "batch_size": 256, "lr": 5e-5, "weight_decay": 0.0,
                       "warmup_steps": 1000, "schedule": "polynomial", "betas": (0.9, 0.98),
                       "clip_grad_norm": 2.0, "precision": "fp16", "max_per_device_batch": 32},
-            "finetune": {"epochs": 10, "batch_size": 256, "lr": 5e-5, "warmup_steps": 122,
+            # "All fine-tuning tasks use the same hyper-parameters as pre-training except the
+            # number of warm-up steps is 122": 15 epochs, batch 256, lr 5e-5 (paper 15 epochs,
+            # release config 10: every fine-tuning config has max_epoch 10; the YouCook2
+            # captioning config uses batch 128); videos None = the whole training split
+            "finetune": {"epochs": 15, "batch_size": 256, "lr": 5e-5, "warmup_steps": 122,
                          "videos": None},
+            # whole test sets; beam 5: release config (YouCook2 captioning test config
+            # num_beams 5); max_caption_len 20: ours (not stated; the release config decodes
+            # up to max_decode_length 24)
             "eval": {"max_items": None, "caption_items": None, "num_beams": 5,
                      "max_caption_len": 20},
+            # Tables 8-9 (Sec. 5.4.1): "w/ MMM 50% / 0% / 30% / 70%" and "w/ LMFM-MLM" rows;
+            # the "w/ min. 16 text tokens" row is not reproduced; run length not stated, so
+            # None = the main run's (ours)
             "ablation": {"steps": None, "finetune_steps": None, "eval_items": None,
                          "mmm": [0.0, 0.3, 0.5, 0.7], "losses": ["masked_token", "mfm_mlm"]},
         },
