@@ -364,7 +364,8 @@ def training_step_flops(method: Method, model: nn.Module, batch: dict[str, Any])
     """FLOPs of one pre-training step (forward + backward) on ``batch``.
 
     Counted on the meta device when the step allows it, else on a CPU copy (fused attention
-    uncounted there). UMT counts its stage-2 step, the costlier of its two.
+    counted there too, :data:`vlbook.analysis.CPU_ATTENTION_FLOPS`). UMT counts its stage-2
+    step, the costlier of its two.
     """
     step = (method.step_fn(1, 1) if method.step_fn is not None
             else lambda m, b, g: m.pretrain_step(b))
