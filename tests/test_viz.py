@@ -131,3 +131,16 @@ def test_tubelet_tokens_and_overlay_agree():
     expected = np.zeros((4, 16, 16), dtype=bool)
     expected[2:, 8:, :8] = True
     assert np.array_equal(pixels, expected)
+
+
+def test_reconstruction_error_row_is_the_absolute_pixel_difference():
+    frames = _frames(3, 16, 16)
+    wrong = frames.copy() if hasattr(frames, "copy") else frames.clone()
+    wrong[1] = 255 - wrong[1]  # one frame reconstructed as its negative
+    fig = viz.plot_reconstruction(frames, frames, wrong, show_error=True)
+    error_axes = fig.axes[9:12]
+    assert [ax.get_ylabel() for ax in fig.axes[9:10]] == ["|error|"]
+    images = [ax.images[0].get_array() for ax in error_axes]
+    assert float(abs(images[0]).max()) == 0.0 and float(abs(images[2]).max()) == 0.0
+    expected = abs(frames[1].astype("float32") * 2 - 255).mean(-1) / 255
+    assert abs(images[1] - expected).max() < 1e-5

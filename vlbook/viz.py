@@ -278,18 +278,30 @@ def plot_mask_overlay(frames: Any, mask: Any, patch_size: int, tubelet_size: int
 
 def plot_reconstruction(original: Any, masked: Any, reconstructed: Any,
                         row_titles: Sequence[str] = ("original", "masked", "reconstructed"),
-                        path: str | Path | None = None) -> Figure:
-    """Three rows of frames: original, masked input (see :func:`apply_mask`), reconstruction."""
+                        path: str | Path | None = None, show_error: bool = False) -> Figure:
+    """Rows of frames: original, masked input (see :func:`apply_mask`), reconstruction and,
+    with ``show_error``, the per-pixel error ``|original - reconstruction|`` (mean over
+    colours, on one shared scale, so a tube the model got wrong stands out)."""
     rows = [to_uint8_frames(x) for x in (original, masked, reconstructed)]
     t = rows[0].shape[0]
     if any(r.shape != rows[0].shape for r in rows):
         raise ValueError(f"original, masked and reconstructed frames must have the same shape; "
                          f"got {[r.shape for r in rows]}")
-    fig, axes = plt.subplots(3, t, squeeze=False, figsize=(2.0 * t, 6.3))
-    for r, (frames, name) in enumerate(zip(rows, row_titles)):
+    titles = list(row_titles)
+    error = None
+    if show_error:
+        error = np.abs(rows[0].astype(np.float32) - rows[2].astype(np.float32)).mean(-1) / 255
+        titles.append("|error|")
+    n_rows = len(titles)
+    fig, axes = plt.subplots(n_rows, t, squeeze=False, figsize=(2.0 * t, 2.1 * n_rows))
+    for r, name in enumerate(titles):
         for i in range(t):
             ax = axes[r, i]
-            ax.imshow(frames[i])
+            if r < 3:
+                ax.imshow(rows[r][i])
+            else:
+                image = ax.imshow(error[i], cmap="magma", vmin=0, vmax=max(float(error.max()),
+                                                                            1e-6))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -297,6 +309,8 @@ def plot_reconstruction(original: Any, masked: Any, reconstructed: Any,
             if r == 0:
                 ax.set_title(f"frame {i}", fontsize="small")
     fig.tight_layout()
+    if error is not None:
+        fig.colorbar(image, ax=list(axes[-1]), fraction=0.02, pad=0.01)
     return _finish(fig, path)
 
 
