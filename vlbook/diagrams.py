@@ -227,6 +227,13 @@ class Canvas:
         self.ax.legend(handles=handles, loc="upper right", bbox_to_anchor=(x, y), ncol=len(
             handles), fontsize=FONT - 1, frameon=False, handlelength=1.2, columnspacing=1.0)
 
+    def loss_row(self, x0: float, x1: float, y: float, h: float, keys: Sequence[str],
+                 descriptions: dict[str, str], gap: float = 0.3) -> dict[str, Box]:
+        """``{key: loss box}`` of :meth:`loss` boxes side by side (:meth:`row`), each with its
+        description."""
+        return dict(zip(keys, self.row(x0, x1, y, h, keys, lambda x, y_, w, h_, k: self.loss(
+            x, y_, w, h_, k, descriptions[k]), gap=gap)))
+
     def row(self, x0: float, x1: float, y: float, h: float, items: Sequence[Any],
             draw: Callable[[float, float, float, float, Any], Box], gap: float = 0.3
             ) -> list[Box]:
@@ -330,9 +337,7 @@ def _simvtp(c: Any, variant: str) -> Figure:
         "loss_vtm": "match: the joint pass vs\na pair with a random video",
     }
     keys = losses("simvtp", c)
-    boxes = dict(zip(keys, cv.row(0.3, 15.7, 5.55, 1.05, keys,
-                                  lambda x, y, w_, h_, k: cv.loss(x, y, w_, h_, k,
-                                                                  descriptions[k]))))
+    boxes = cv.loss_row(0.3, 15.7, 5.55, 1.05, keys, descriptions)
     cv.arrow(video_in.anchor("top"), vmask.anchor("bottom"))
     cv.arrow(text_in.anchor("top"), tmask.anchor("bottom"))
     cv.arrow(vmask.anchor("right"), (strip.x, strip.y + strip.h / 2))
@@ -389,18 +394,13 @@ def _umt(c: Any, variant: str) -> Figure:
     keys = losses("umt", c)
     stage1 = [k for k in keys if k in ("uta", "masked_recovery", "pixel")]
     stage2 = [k for k in keys if k not in stage1]
-    loss1 = dict(zip(stage1, cv.row(0.3, 8.45, 5.45, 1.25, stage1,
-                                    lambda x, y, w_, h_, k: cv.loss(x, y, w_, h_, k,
-                                                                    descriptions[k]))))
+    loss1 = cv.loss_row(0.3, 8.45, 5.45, 1.25, stage1, descriptions)
     text_in = cv.box(12.3, 0.3, 3.35, 0.9, "caption\n(WordPiece)", "text")
     text_enc = cv.box(12.3, 1.55, 3.35, 1.35, f"text encoder\nBERT · {c.text_layers} layers\n"
                       f"width {c.text_width}", "text")
     fusion = cv.box(11.35, 3.7, 4.3, 1.2, f"fusion · {c.fusion_layers} BERT layers\n"
                     "cross-attention to the\nstudent's video tokens", "model")
-    loss2 = dict(zip(stage2, cv.row(8.95, 15.65, 5.45, 1.25, stage2,
-                                    lambda x, y, w_, h_, k: cv.loss(x, y, w_, h_, k,
-                                                                    descriptions[k]),
-                                    gap=0.2)))
+    loss2 = cv.loss_row(8.95, 15.65, 5.45, 1.25, stage2, descriptions, gap=0.2)
     cv.arrow(video_in.anchor("top"), teacher.anchor("bottom"))
     cv.arrow(video_in.anchor("right"), smask.anchor("bottom"), rad=0.25)
     cv.arrow(teacher.anchor("right"), smask.anchor("left"))
@@ -468,10 +468,7 @@ def _allinone(c: Any, variant: str) -> Figure:
         "loss_vtc": "contrastive: video pass\nvs text pass",
     }
     keys = losses("allinone", c)
-    boxes = dict(zip(keys, cv.row(0.3, 15.7, 5.65, 1.05, keys,
-                                  lambda x, y, w_, h_, k: cv.loss(x, y, w_, h_, k,
-                                                                  descriptions[k]),
-                                  gap=1.0)))
+    boxes = cv.loss_row(0.3, 15.7, 5.65, 1.05, keys, descriptions, gap=1.0)
     cv.arrow(video_in.anchor("top"), (video_in.anchor("top")[0], strip.y))
     cv.arrow(text_in.anchor("left"), vtm.anchor("right"))
     cv.arrow(text_in.anchor("top"), mlm.anchor("bottom"))
@@ -525,9 +522,7 @@ def _evilm(c: Any, variant: str) -> Figure:
         "vtc": "contrastive: video-only vs\ntext-only decoder passes",
     }
     keys = losses("evilm", c)
-    boxes = dict(zip(keys, cv.row(0.3, 15.7, 5.3, 1.25, keys,
-                                  lambda x, y, w_, h_, k: cv.loss(x, y, w_, h_, k,
-                                                                  descriptions[k]))))
+    boxes = cv.loss_row(0.3, 15.7, 5.3, 1.25, keys, descriptions)
     cv.arrow(video_in.anchor("top"), tokenizer.anchor("bottom"))
     cv.arrow(video_in.anchor("right"), mmask.anchor("left"))
     cv.arrow(mmask.anchor("top"), venc.anchor("bottom"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,44 @@ def check_variants(asked: list[str], known: Any, paper: str) -> None:
 
 def modes_of(args: argparse.Namespace) -> tuple[str, ...]:
     return ("train", "infer") if args.mode == "both" else (args.mode,)
+
+
+def call_times(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn`` after one warm-up call, synchronising CUDA around
+    each so that a call's time includes its kernels."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def saved_for_backward_mb(fn: Callable[[], torch.Tensor], backward: bool = False) -> float:
+    """Megabytes autograd keeps for the backward pass of ``fn()`` (activation memory), each
+    storage counted once however many saved tensors view it; ``backward``: then run the
+    backward of the (scalar) result, so that the graph is freed by use."""
+    total = 0
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    if backward:
+        out.backward()
+    return total / 2**20
 
 
 def resolve_device(device: str) -> str:

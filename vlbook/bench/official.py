@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbook.bench.common import resolve_device, setup_threads
+from vlbook.bench.common import resolve_device, saved_for_backward_mb, setup_threads
 from vlbook.paths import results_root
 
 CONFIGS: tuple[str, ...] = ("allinone_tiny", "allinone_base", "umt_base")
@@ -283,25 +283,6 @@ def _grad_diff(official: nn.Module, ours: nn.Module, mapping: dict[str, str]
         scale = max(scale, float(p.grad.abs().max()))
         compared += 1
     return worst, scale, compared
-
-
-def saved_for_backward_mb(fn: Callable[[], torch.Tensor]) -> float:
-    """Megabytes autograd keeps for the backward of ``fn()`` (the activation memory)."""
-    total = 0
-    seen: set[int] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = fn()
-    loss.backward()
-    return total / 2**20
 
 
 @dataclass
@@ -626,8 +607,8 @@ def bench_allinone(modules: types.SimpleNamespace, variant: str, *, batch_size: 
         result.checks["bf16 autocast vs fp32: text features max abs diff"] = _max_diff(
             fp32.text_hidden, low.text_hidden)
     torch.manual_seed(2)
-    saved = {"official": saved_for_backward_mb(official_loss),
-             "vlbook": saved_for_backward_mb(ours_loss)}
+    saved = {"official": saved_for_backward_mb(official_loss, backward=True),
+             "vlbook": saved_for_backward_mb(ours_loss, backward=True)}
     official.zero_grad()
     ours.zero_grad()
     flops = count_flops(ours, batch, forward=lambda m, b: m.pretrain_step(b), backward=True,
@@ -803,8 +784,8 @@ def bench_umt(models: types.ModuleType, *, batch_size: int, frames: int, rounds:
                                 _train_step(ours, our_opt, bf16_loss), "reduced precision",
                                 same_numerics=False))
     torch.manual_seed(2)
-    saved = {"official": saved_for_backward_mb(official_loss),
-             "vlbook": saved_for_backward_mb(ours_loss)}
+    saved = {"official": saved_for_backward_mb(official_loss, backward=True),
+             "vlbook": saved_for_backward_mb(ours_loss, backward=True)}
     student.zero_grad()
     ours.zero_grad()
     flops = count_flops(ours, {"video": video},

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from vlbook.bench.common import resolve_device, setup_threads
+from vlbook.bench.common import call_times, resolve_device, saved_for_backward_mb, setup_threads
 from vlbook.paths import results_root
 
 
@@ -83,31 +82,7 @@ def looped_patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tens
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def saved_for_backward_mb(fn: Callable[[], torch.Tensor]) -> float:
-    """Megabytes of tensors autograd keeps for the backward pass of ``fn()``."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total / 2**20
+    return 1000 * statistics.median(call_times(fn, repeats, device))
 
 
 def compare_attention(batch: int, tokens: int, dim: int, heads: int, device: str,

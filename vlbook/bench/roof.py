@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlbook.bench.common import resolve_device, setup_threads
+from vlbook.bench.common import call_times, resolve_device, setup_threads
 from vlbook.paths import results_root
 
 #: (label, tokens M, input K, output N) of the probed linear layers.
@@ -78,20 +77,6 @@ class ModelRow:
     flops_per_step: int | None
     achieved_gflops: float | None
     fraction_of_roof: dict[str, float]
-
-
-def _time(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _paths(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, device: torch.device
@@ -155,7 +140,7 @@ def probe_matmul(device: str = "cpu", repeats: int = 5,
                 out = out.to_dense()
             out = out.float()  # the bias is zero
             error = float(((out - reference).abs().max() / reference.abs().max()).item())
-            times = _time(call, repeats, dev)
+            times = call_times(call, repeats, dev)
             flops = 2 * m * k * n
             probes.append(Probe(path, precision, label, m, k, n,
                                 flops / statistics.median(times) / 1e9,
