@@ -166,6 +166,29 @@ def test_mvm_loss_is_cross_entropy_on_masked_regions_against_tokenizer_codes():
     assert set(losses) == {"mvm", "loss"}
 
 
+def test_separate_mvm_pass_leaves_vtm_on_the_unmasked_frames():
+    """``mvm_separate_pass``: VTM reads a pass over the unmasked frames (the same loss as a
+    model without MVM on the same pairs), MVM a second pass over the masked ones; the default
+    single pass gives VTM the masked frames."""
+    torch.manual_seed(0)
+    separate = EViLM(tiny_config(use_mlm=False, mvm_separate_pass=True)).eval()
+    tok = tiny_tokenizer()
+    separate.set_video_tokenizer(tok)
+    batch = make_batch(separate, 4)
+    joint = EViLM(tiny_config(use_mlm=False)).eval()
+    joint.load_state_dict(separate.state_dict())
+    joint.set_video_tokenizer(tok)
+    no_mvm = EViLM(tiny_config(use_mlm=False, use_mvm=False)).eval()
+    no_mvm.load_state_dict(separate.state_dict())
+    out = {}
+    for name, model in (("separate", separate), ("joint", joint), ("no_mvm", no_mvm)):
+        torch.manual_seed(5)  # the same VTM pairs (drawn first), the same region mask
+        out[name] = model.pretrain_step(batch)
+    torch.testing.assert_close(out["separate"]["vtm"], out["no_mvm"]["vtm"])
+    assert not torch.allclose(out["joint"]["vtm"], out["no_mvm"]["vtm"])
+    torch.testing.assert_close(out["separate"]["mvm"], out["joint"]["mvm"])  # same masked pass
+
+
 def test_mvm_without_tokenizer_is_skipped_with_a_warning():
     model = EViLM(tiny_config())
     with pytest.warns(UserWarning, match="no video tokenizer"):
@@ -346,3 +369,77 @@ def test_table1_rows_split_the_count_and_check_the_encoder_per_frame():
         "matches" if abs(alone - PAPER_FRAME_GMACS) <= 0.05 * PAPER_FRAME_GMACS else "differs")
     assert by["evilm"].ours == pytest.approx(table["evilm"]["counted GFLOPs"] / 2, abs=0.01)
     assert "per frame" in by["evilm"].note
+
+
+def _hits(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_multiple_choice_hits_score_each_item_against_static_and_temporal_distractors():
+    from vlbook.chapters.evilm import multiple_choice_hits
+
+    # item 0: answer 0 beats the static distractor (colour), loses to one temporal (motion)
+    # and beats the other (order); item 1: answer 2 is top, no temporal distractor
+    scores = torch.tensor([[3.0, 1.0, 4.0, 2.0], [0.0, 1.0, 5.0, 2.0]])
+    labels = torch.tensor([0, 2])
+    attrs = [[None, "colour", "motion", "order"], ["size", "shape", None, "colour"]]
+    out = multiple_choice_hits(scores, labels, attrs)
+    torch.testing.assert_close(out["mc_accuracy"], _hits(0, 1))
+    torch.testing.assert_close(out["mc_vs_static"], _hits(1, 1))
+    torch.testing.assert_close(out["mc_vs_temporal"], _hits(0.5))  # item 1 has none
+
+
+def test_table5_rows_decide_on_the_paired_difference_and_name_the_other_direction():
+    from vlbook.chapters.evilm import table5_rows
+
+    n = 100
+    base = torch.zeros(n, dtype=torch.float64)
+    base[:30] = 1  # 30 %
+    better = base.clone()
+    better[30:45] = 1  # +15 points on the same items: paired s.e. sqrt(.15 * .85 / 99) * 100
+    worse = base.clone()
+    worse[:10] = 0  # -10 points
+    hits = {"none": {"qa_probe": base, "mc_accuracy": base},
+            "vtm": {"qa_probe": better, "mc_accuracy": base},
+            "vtm+mlm": {"qa_probe": base, "mc_accuracy": base},
+            "vtm+mlm+mvm": {"qa_probe": worse, "mc_accuracy": base}}
+    metrics = {k: {m: 100 * float(v[m].mean()) for m in v} for k, v in hits.items()}
+    rows = {(r.row, r.metric): r for r in table5_rows(metrics, hits, "toy")}
+    assert rows[("VTM vs no pre-training", "qa_probe")].status == "direction reproduced"
+    assert rows[("VTM vs no pre-training", "qa_probe")].ours == "45.0 vs 30.0"
+    se = 100 * float((better - base).std() / n ** 0.5)
+    assert f"ours +15.0 ± {se:.1f}" in rows[("VTM vs no pre-training", "qa_probe")].note
+    assert rows[("VTM vs no pre-training", "mc_accuracy")].status == "differs"  # +0 ± 0
+    mvm = rows[("VTM+MLM+MVM vs VTM+MLM", "qa_probe")]
+    assert mvm.status == "differs" and "clearly the other way" in mvm.note
+    assert "paper +3.7" in mvm.note  # 39.3 - 35.6
+
+
+def test_figure2_row_compares_the_gains_of_the_two_widths_pairwise():
+    from vlbook.chapters.evilm import figure2_row
+
+    n = 50
+    zero = torch.zeros(n, dtype=torch.float64)
+    gain_small = zero.clone()
+    gain_small[:20] = 1  # MVM right on 20 more questions at the small width
+    hits = {(48, False): zero, (48, True): gain_small, (96, False): zero, (96, True): zero}
+    row = figure2_row([48, 96], hits, "toy")
+    assert row.ours == "40.0 vs 0.0" and row.status == "direction reproduced"
+    row = figure2_row([48, 96], {**hits, (96, True): gain_small}, "toy")
+    assert row.status == "differs"  # equal gains
+
+
+def test_ablation_jobs_reuse_the_main_run_and_the_default_width():
+    from vlbook.chapters.evilm import TABLE6_TOKENIZERS, ablation_jobs
+    from vlbook.config import get_preset
+
+    preset = get_preset("evilm", "toy")
+    jobs = ablation_jobs(preset)
+    names = [(kind, name) for kind, name, _ in jobs]
+    assert ("table5", "vtm+mlm+mvm") not in names  # the chapter's main run
+    assert {n for k, n in names if k == "table5"} == {"none", "vtm", "vtm+mlm"}
+    short = {n: o for k, n, o in jobs if k == "short"}
+    assert short["96/True"] == {"use_mvm": True}  # default width: no override
+    assert short["48/False"] == {"use_mvm": False, "hidden": 48}
+    assert {n for k, n in names if k == "tokenizer"} == {
+        n for n, o in TABLE6_TOKENIZERS.items() if o}

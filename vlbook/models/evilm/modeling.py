@@ -153,6 +153,11 @@ class EViLMConfig:
     use_mvm: bool = True
     num_codes: int = 9420  # the tokenizer's codebook size = MVM classes
     mvm_ratio: float = 0.4
+    # False: one joint pass over the masked frames reads all three losses (the paper's Fig. 3:
+    # the backbone "encodes the masked video frames"); True: VTM and MLM read a pass over the
+    # unmasked frames and MVM a second pass over the masked ones (VIOLET's arrangement; the
+    # paper does not say which). Costs a second joint pass per step.
+    mvm_separate_pass: bool = False
     mlm_probability: float = 0.15
     mask_token_id: int = 103
     special_token_ids: tuple[int, ...] = (0, 100, 101, 102, 103)
@@ -544,8 +549,9 @@ class EViLM(VLModel):
             return self.video_tokenizer.encode(video).codes
 
     def pretrain_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``L = L_MLM + L_VTM + L_MVM`` (Eq. 8) in one joint pass; objectives switch off with
-        ``use_vtm/use_mlm/use_mvm`` (Table 5)."""
+        """``L = L_MLM + L_VTM + L_MVM`` (Eq. 8) in one joint pass over the masked frames (or
+        two, ``mvm_separate_pass``); objectives switch off with ``use_vtm/use_mlm/use_mvm``
+        (Table 5)."""
         c = self.config
         video, ids, mask = batch["video"], batch["input_ids"], batch["attention_mask"]
         b = ids.shape[0]
@@ -563,12 +569,15 @@ class EViLM(VLModel):
             warnings.warn("use_mvm=True but no video tokenizer attached "
                           "(set_video_tokenizer): MVM skipped", stacklevel=2)
         region_mask = None
+        masked_video = video
         if targets is not None:
             region_mask = self.mask_video(b, device=device)
-            video = mask_video_regions(video, region_mask, c.grid)
+            masked_video = mask_video_regions(video, region_mask, c.grid)
         text_masking = self.mask_text(ids, mask) if c.use_mlm else None
         text_in = text_masking.input_ids if text_masking is not None else ids
-        out = self.forward_joint(video, text_in, mask)
+        separate = c.mvm_separate_pass and region_mask is not None
+        out = self.forward_joint(video if separate else masked_video, text_in, mask)
+        mvm_out = self.forward_joint(masked_video, ids, mask) if separate else out
         losses: dict[str, torch.Tensor] = {}
         total = out.pooled.sum() * 0.0
         if pairs is not None:
@@ -579,7 +588,7 @@ class EViLM(VLModel):
             losses["mlm"] = mlm_loss(self.mlm_head(out.text_hidden), labels)
             total = total + losses["mlm"]
         if targets is not None and region_mask is not None:
-            logits = self.mvm_head(out.video_hidden[region_mask])
+            logits = self.mvm_head(mvm_out.video_hidden[region_mask])
             losses["mvm"] = F.cross_entropy(logits, targets[region_mask])
             total = total + losses["mvm"]
         if c.vtc_weight > 0:
