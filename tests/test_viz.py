@@ -144,3 +144,101 @@ def test_reconstruction_error_row_is_the_absolute_pixel_difference():
     assert float(abs(images[0]).max()) == 0.0 and float(abs(images[2]).max()) == 0.0
     expected = abs(frames[1].astype("float32") * 2 - 255).mean(-1) / 255
     assert abs(images[1] - expected).max() < 1e-5
+
+
+def _label_boxes(fig, labels):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [label.get_window_extent(renderer) for label in labels]
+
+
+def test_attention_grid_row_labels_are_short_and_do_not_overlap():
+    names = [f"encoder.encoder.layer.{i}.attention.self" for i in range(4)]
+    maps = {name: torch.rand(1, 3, 20, 20) for name in names}
+    fig = viz.plot_attention_grid(maps, boundaries=[8], segment_names=["video", "text"])
+    first_column = fig.axes[::3]
+    labels = [ax.yaxis.label for ax in first_column]
+    assert [label.get_text() for label in labels] == [f"layer {i}" for i in range(4)]
+    assert all(not ax.yaxis.label.get_text() for ax in fig.axes if ax not in first_column)
+    assert all(len(ax.get_yticks()) == 0 for ax in fig.axes)  # no per-token tick labels
+    boxes = _label_boxes(fig, labels)
+    for a, b in zip(boxes[:-1], boxes[1:]):
+        assert a.y0 >= b.y1 or b.y0 >= a.y1, (a, b)  # stacked rows: no vertical overlap
+    fig_width = fig.get_size_inches()[0] * fig.dpi
+    assert all(box.x0 >= 0 and box.x1 <= fig_width for box in boxes)  # inside the figure
+    assert viz.short_layer_names(["blocks.0.attn", "blocks.1.attn"]) == ["layer 0", "layer 1"]
+    assert viz.short_layer_names(["encoder.layer.3.attention.self"]) == ["layer 3"]
+    assert viz.short_layer_names(["video.attn", "text.attn"]) == ["video", "text"]
+
+
+def test_colour_coverage_and_foreground_find_a_flat_object():
+    frames = np.full((2, 16, 16, 3), 30, dtype=np.uint8)
+    frames[0, :8, :8] = (40, 190, 70)  # green square in the top-left patch of frame 0
+    frames[1, 8:, 8:] = (40, 190, 70)  # ... and in the bottom-right one of frame 1
+    frames[1, 0, 0] = (240, 215, 40)  # one yellow pixel
+    green = viz.colour_coverage(frames, (40, 190, 70), (2, 2))
+    assert green.shape == (2, 2, 2)
+    assert green[0, 0, 0] == 1.0 and green[1, 1, 1] == 1.0 and green.sum() == 2.0
+    fg = viz.foreground_patches(frames, (2, 2))
+    assert fg[0].tolist() == [[True, False], [False, False]]
+    assert fg[1].tolist() == [[True, False], [False, True]]
+    with pytest.raises(ValueError, match="3x3 patch grid"):
+        viz.colour_coverage(frames, (0, 0, 0), (3, 3))
+
+
+def test_same_code_share_counts_pairs_selected_in_both_frames():
+    codes = np.array([[[1, 2], [3, 4]], [[1, 2], [5, 4]], [[1, 7], [5, 4]]])
+    share, pairs = viz.same_code_share(codes)
+    assert pairs == 8 and share == 6 / 8
+    where = np.ones_like(codes, dtype=bool)
+    where[:, 0, 1] = False  # the patch whose code changes 2 -> 7 is excluded
+    where[2, 1, 0] = False  # this patch keeps only its first pair (3 -> 5: changed)
+    share, pairs = viz.same_code_share(codes, where)
+    assert pairs == 5 and share == 4 / 5
+    assert np.isnan(viz.same_code_share(codes, np.zeros_like(where))[0])
+
+
+def test_code_grid_wraps_captions_and_outlines_numbers(tmp_path):
+    frames = [_frames(3, 16, 16), _frames(2, 16, 16, seed=1)]
+    codes = [np.arange(12).reshape(3, 2, 2) % 5, np.zeros((2, 2, 2), dtype=int)]
+    caption = "first a small red circle shrinks, then a large yellow triangle moves up " * 2
+    fig = viz.plot_code_grid(frames, codes, [caption, "short"], wrap=40,
+                             path=tmp_path / "codes.png")
+    axes = np.array(fig.axes).reshape(2, 3)
+    title = fig.subfigs[0].texts[0].get_text()  # the row's caption, above its frames
+    assert title.replace("\n", " ") == caption.strip()  # wrapped, not cut
+    assert max(len(line) for line in title.split("\n")) <= 40
+    numbers = [t for t in axes[0, 1].texts if t.get_text().isdigit()]
+    assert [t.get_text() for t in numbers] == [str(c) for c in codes[0][1].ravel()]
+    assert all(t.get_path_effects() for t in numbers)  # white outline
+    fill = np.asarray(axes[0, 1].images[1].get_array())
+    assert fill.shape == (2, 2, 4) and np.allclose(fill[..., 3], 0.3)  # light fills
+    assert len(axes[1, 2].images) == 0  # the 2-frame clip leaves its third panel empty
+    assert (tmp_path / "codes.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="do not match 3 frames"):
+        viz.plot_code_grid(frames[:1], [codes[1]], ["x"])
+
+
+def test_metric_table_converts_fractions_and_fills_missing_values():
+    table = viz.metric_table({"accuracy": 0.25, "R@1": 12.5, "items": 400, "skipped": None,
+                              "loss": float("nan"), "pairs": 16.0, "MdR": 100.0},
+                             percent=["accuracy"], units={"R@1": "%", "loss": "nats"},
+                             names={"items": "test items"}, counts=["pairs"])
+    assert table.loc["pairs", "value"] == "16" and table.loc["MdR", "value"] == "100.00"
+    assert table.index.name == "metric" and list(table.columns) == ["value", "unit"]
+    assert table.loc["accuracy"].tolist() == ["25.00", "%"]
+    assert table.loc["R@1"].tolist() == ["12.50", "%"]
+    assert table.loc["test items", "value"] == "400"
+    assert table.loc["skipped", "value"] == "—" and table.loc["loss", "value"] == "—"
+    assert "nan" not in table.to_html().lower() and "none" not in table.to_html().lower()
+    assert viz.metric_table({"a": 1}, percent=["b"], units={"b": "s"}).index.tolist() == ["a"]
+
+
+def test_tidy_table_rounds_and_writes_missing_values_as_a_dash():
+    import pandas as pd
+
+    frame = pd.DataFrame({"VOC. RATE": [92.04, None], "QA": [39.26, 38.1]}, index=["a", "b"])
+    tidy = viz.tidy_table(frame, digits=1)
+    assert tidy.loc["b", "VOC. RATE"] == "—" and tidy.loc["a", "VOC. RATE"] == 92.0
+    assert tidy.loc["a", "QA"] == 39.3
+    assert "NaN" not in tidy.to_html() and "None" not in tidy.to_html()

@@ -28,15 +28,22 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "apply_mask",
+    "colour_coverage",
     "denormalize",
+    "foreground_patches",
     "mask_to_pixels",
+    "metric_table",
     "plot_attention_grid",
     "plot_clip_grid",
+    "plot_code_grid",
     "plot_mask_overlay",
     "plot_reconstruction",
     "plot_text_to_patch_attention",
+    "same_code_share",
     "save_figure",
     "set_style",
+    "short_layer_names",
+    "tidy_table",
     "to_uint8_frames",
     "unpatchify",
 ]
@@ -172,6 +179,31 @@ def _attention_layers(attn_by_layer: Any, batch_index: int) -> list[tuple[str, n
     return layers
 
 
+def short_layer_names(names: Sequence[str]) -> list[str]:
+    """Short row labels for module names: the parts all names share are dropped.
+
+    ``["encoder.layer.0.attention.self", "encoder.layer.1.attention.self"]`` ->
+    ``["layer 0", "layer 1"]``; a lone name keeps its last number (``"layer 0"``) or its last
+    part. Names that differ in more than a number keep their differing dotted parts.
+    """
+    parts = [str(n).split(".") for n in names]
+    if not parts:
+        return []
+    if len(parts) == 1:
+        numbers = [p for p in parts[0] if p.isdigit()]
+        return [f"layer {numbers[-1]}" if numbers else parts[0][-1]]
+    head = 0
+    while all(len(p) > head + 1 for p in parts) and len({p[head] for p in parts}) == 1:
+        head += 1
+    tail = 0
+    while (all(len(p) > head + tail + 1 for p in parts)
+           and len({p[-1 - tail] for p in parts}) == 1):
+        tail += 1
+    middle = [".".join(p[head: len(p) - tail]) for p in parts]
+    short = [f"layer {m}" if m.isdigit() else m for m in middle]
+    return short if len(set(short)) == len(short) else [str(n) for n in names]
+
+
 def plot_attention_grid(attn_by_layer: Any, boundaries: Sequence[int] = (),
                         segment_names: Sequence[str] | None = None, batch_index: int = 0,
                         heads: Sequence[int] | None = None, cmap: str = ATTENTION_CMAP,
@@ -181,14 +213,17 @@ def plot_attention_grid(attn_by_layer: Any, boundaries: Sequence[int] = (),
     ``attn_by_layer``: an :class:`~vlbook.nn.AttentionStore`, a mapping name -> ``(B, heads, Lq,
     Lk)``/``(heads, Lq, Lk)``, or a tensor ``(layers, heads, Lq, Lk)``. ``boundaries``: token
     indices where a new modality starts (e.g. ``[num_text_tokens]`` for ``[text; video]``),
-    drawn as white lines on both axes; ``segment_names`` labels the segments on the first panel.
+    drawn as white lines on both axes; ``segment_names`` labels the segments on the bottom
+    row. Each row is labelled once, on its first panel, with a short layer name
+    (:func:`short_layer_names`), written horizontally so rows of any height stay readable.
     """
     layers = _attention_layers(attn_by_layer, batch_index)
+    labels = short_layer_names([name for name, _ in layers])
     num_heads = layers[0][1].shape[0]
     heads = list(heads) if heads is not None else list(range(num_heads))
     fig, axes = plt.subplots(len(layers), len(heads), squeeze=False,
-                             figsize=(1.8 * len(heads) + 0.6, 1.8 * len(layers) + 0.4))
-    for r, (name, w) in enumerate(layers):
+                             figsize=(1.8 * len(heads) + 1.2, 1.8 * len(layers) + 0.6))
+    for r, (_, w) in enumerate(layers):
         for c, h in enumerate(heads):
             ax = axes[r, c]
             ax.imshow(w[h], cmap=cmap, vmin=0.0, interpolation="nearest", aspect="auto")
@@ -202,14 +237,14 @@ def plot_attention_grid(attn_by_layer: Any, boundaries: Sequence[int] = (),
             if r == 0:
                 ax.set_title(f"head {h}")
             if c == 0:
-                ax.set_ylabel(name, fontsize="small")
+                ax.set_ylabel(labels[r], fontsize="small", rotation=0, ha="right", va="center")
     if segment_names:
         edges = [0, *boundaries, layers[0][1].shape[-1]]
         centers = [(a + b) / 2 - 0.5 for a, b in zip(edges[:-1], edges[1:])]
-        ax = axes[-1, 0]
-        ax.set_xticks(centers, list(segment_names)[: len(centers)], fontsize="x-small")
+        for ax in axes[-1]:
+            ax.set_xticks(centers, list(segment_names)[: len(centers)], fontsize="x-small")
     fig.supxlabel("keys", fontsize="small")
-    fig.supylabel("queries (per layer)", fontsize="small")
+    fig.supylabel("queries", fontsize="small")
     fig.tight_layout()
     return _finish(fig, path)
 
@@ -338,3 +373,167 @@ def plot_clip_grid(clips: Sequence[Any], captions: Sequence[str], max_frames: in
                              fontsize="small")
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def _patch_mean(pixels: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    t, h, w = pixels.shape
+    gh, gw = grid_hw
+    if h % gh or w % gw:
+        raise ValueError(f"frames of {h}x{w} pixels do not split into a {gh}x{gw} patch grid")
+    return pixels.reshape(t, gh, h // gh, gw, w // gw).mean(axis=(2, 4))
+
+
+def colour_coverage(frames: Any, rgb: Sequence[float], grid_hw: tuple[int, int],
+                    tolerance: float = 60.0) -> np.ndarray:
+    """Per frame and patch, the share of pixels within ``tolerance`` (RGB distance, 0-255)
+    of the colour ``rgb``: ``(T, gh, gw)`` in [0, 1].
+
+    On the synthetic clips, whose shapes are flat colours from
+    :data:`vlbook.data.synthetic.COLOURS`, this says where the object of a colour is, which
+    lets a figure's text say whether an attention map lands on the object a word names.
+    """
+    images = to_uint8_frames(frames).astype(np.float32)
+    distance = np.linalg.norm(images - np.asarray(rgb, dtype=np.float32), axis=-1)
+    return _patch_mean((distance < tolerance).astype(np.float32), grid_hw)
+
+
+def foreground_patches(frames: Any, grid_hw: tuple[int, int],
+                       threshold: float = 40.0) -> np.ndarray:
+    """Boolean ``(T, gh, gw)``: ``True`` where a patch holds a pixel farther than
+    ``threshold`` (RGB distance) from its frame's median colour, i.e. part of an object on a
+    flat background (the synthetic clips); ``False`` patches are background only."""
+    images = to_uint8_frames(frames).astype(np.float32)
+    t = images.shape[0]
+    median = np.median(images.reshape(t, -1, 3), axis=1)[:, None, None, :]
+    far = np.linalg.norm(images - median, axis=-1) > threshold
+    return _patch_mean(far.astype(np.float32), grid_hw) > 0
+
+
+def same_code_share(codes: Any, where: Any | None = None) -> tuple[float, int]:
+    """Share of patches whose code is the same in the next frame, and how many pairs.
+
+    ``codes``: ``(T, gh, gw)`` code ids of one clip. ``where`` (boolean, same shape) restricts
+    the count to patch pairs selected in *both* frames (e.g. background in both, from
+    :func:`foreground_patches` negated). Returns ``(share, pairs)``; ``share`` is NaN when no
+    pair is selected.
+    """
+    c = np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes)
+    if c.ndim != 3 or c.shape[0] < 2:
+        raise ValueError(f"codes must be (T >= 2, gh, gw), got shape {c.shape}")
+    same = c[1:] == c[:-1]
+    keep = np.ones_like(same, dtype=bool)
+    if where is not None:
+        w = np.asarray(where.cpu() if isinstance(where, torch.Tensor) else where).astype(bool)
+        if w.shape != c.shape:
+            raise ValueError(f"where has shape {w.shape}, codes {c.shape}")
+        keep = w[1:] & w[:-1]
+    pairs = int(keep.sum())
+    return (float(same[keep].mean()) if pairs else float("nan")), pairs
+
+
+def plot_code_grid(clips: Sequence[Any], codes: Sequence[Any], captions: Sequence[str],
+                   wrap: int | None = None, show_numbers: bool = True, alpha: float = 0.3,
+                   path: str | Path | None = None) -> Figure:
+    """Tokenizer codes drawn on frames: one row per clip, one column per frame.
+
+    ``codes[i]``: ``(T, gh, gw)`` code ids of clip ``i``. Each patch gets a light fill whose
+    colour stands for its code (the same colour = the same code within a row) and, with
+    ``show_numbers``, the code id in black with a white outline, readable on any fill.
+    Captions are wrapped at ``wrap`` characters (by default what fits the row), never cut.
+    """
+    import textwrap
+
+    from matplotlib import patheffects
+
+    if not (len(clips) == len(codes) == len(captions)):
+        raise ValueError(f"{len(clips)} clips, {len(codes)} code grids and {len(captions)} "
+                         "captions: one of each per row")
+    if not clips:
+        raise ValueError("plot_code_grid needs at least one clip")
+    videos = [to_uint8_frames(c) for c in clips]
+    grids = [np.asarray(g.cpu() if isinstance(g, torch.Tensor) else g) for g in codes]
+    for v, g in zip(videos, grids):
+        if g.ndim != 3 or g.shape[0] != v.shape[0]:
+            raise ValueError(f"codes of shape {g.shape} do not match {v.shape[0]} frames")
+    cols = max(v.shape[0] for v in videos)
+    palette = plt.get_cmap("tab20")
+    fig = plt.figure(figsize=(2.3 * cols, 2.9 * len(videos)), layout="constrained")
+    rows = fig.subfigures(len(videos), 1, squeeze=False)[:, 0]
+    outline = [patheffects.withStroke(linewidth=2, foreground="white")]
+    width_chars = wrap or max(20, int(2.3 * cols * 72 / 5.5))  # ~5.5 pt per character
+    for row, video, grid, caption in zip(rows, videos, grids, captions):
+        axes = row.subplots(1, cols, squeeze=False)[0]
+        _, height, width, _ = video.shape
+        gh, gw = grid.shape[1:]
+        ch, cw = height / gh, width / gw
+        colour_of = {c: palette(i % 20) for i, c in enumerate(np.unique(grid).tolist())}
+        fontsize = max(4.0, min(8.0, 60.0 / max(gh, gw)))
+        for c, ax in enumerate(axes):
+            ax.set_axis_off()
+            if c >= video.shape[0]:
+                continue
+            ax.imshow(video[c])
+            fill = np.zeros((gh, gw, 4))
+            for y in range(gh):
+                for x in range(gw):
+                    fill[y, x] = (*colour_of[int(grid[c, y, x])][:3], alpha)
+                    if show_numbers:
+                        ax.text((x + 0.5) * cw - 0.5, (y + 0.5) * ch - 0.5, str(grid[c, y, x]),
+                                ha="center", va="center", fontsize=fontsize, color="black",
+                                path_effects=outline)
+            ax.imshow(fill, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                      interpolation="nearest")
+            ax.set_title(f"frame {c}", fontsize="small")
+        row.suptitle("\n".join(textwrap.wrap(caption, width_chars)), x=0.01, ha="left",
+                     fontsize="small")
+    return _finish(fig, path)
+
+
+def _format_value(value: Any, digits: int, count: bool = False) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            return "—"
+        return f"{value:,.0f}" if count else f"{value:.{digits}f}"
+    return str(value)
+
+
+def metric_table(metrics: Mapping[str, Any], units: Mapping[str, str] | None = None,
+                 percent: Sequence[str] = (), names: Mapping[str, str] | None = None,
+                 digits: int = 2, column: str = "value", counts: Sequence[str] = ()) -> Any:
+    """A small table for display: one row per metric, its value (formatted) and its unit.
+
+    ``percent``: the metrics that are fractions in [0, 1] and are shown as % (x100), so a
+    table never mixes the two. ``counts``: metrics written as whole numbers (items, steps)
+    even when stored as floats; other numbers get ``digits`` decimals. ``units``: unit per
+    metric (``"%"`` for the ``percent`` ones unless given). ``names``: display names per
+    metric. Entries of ``percent``, ``counts``, ``units`` and ``names`` for absent metrics are
+    ignored, so one description serves runs that report fewer metrics. Missing values
+    (``None``, NaN) are shown as "—". Returns a :class:`pandas.DataFrame` indexed by metric
+    (values as strings: this is for reading; keep the numbers in the results dict).
+    """
+    import pandas as pd
+
+    units, names, percent, counts = dict(units or {}), dict(names or {}), set(percent), set(counts)
+    rows = {}
+    for key, value in metrics.items():
+        if key in percent and value is not None:
+            value = 100.0 * float(value)
+        unit = units.get(key, "%" if key in percent else "")
+        rows[names.get(key, key)] = {column: _format_value(value, digits, key in counts),
+                                     "unit": unit}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "metric"
+    return table
+
+
+def tidy_table(frame: Any, digits: int | None = None, missing: str = "—") -> Any:
+    """``frame`` (a :class:`pandas.DataFrame`) for display: numbers rounded to ``digits`` and
+    missing values (``None``, NaN) written as ``missing``, so no table shows ``NaN``."""
+    out = frame.round(digits) if digits is not None else frame.copy()
+    return out.astype(object).where(out.notna(), missing)
