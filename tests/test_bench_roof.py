@@ -74,3 +74,60 @@ def test_cli_writes_the_roof_files(tmp_path, monkeypatch):
     payload = json.loads((tmp_path / "bench" / "roof-cpu-small.json").read_text())
     assert set(payload["roof"]) == {"fp32", "bf16"} and len(payload["load_average_before"]) == 3
     assert "## Roof" in (tmp_path / "bench" / "roof-cpu-small.md").read_text()
+    assert (tmp_path / "bench" / "roof-cpu-small.png").stat().st_size > 10_000
+
+
+def _roof_payload() -> dict:
+    return {"suite": "roof", "device": "cpu", "device_name": "CPU test", "threads": 2,
+            "roof": {"fp32": {"gflops": 100.0, "path": "torch.mm", "shape": "s",
+                              "gflops_median": 90.0},
+                     "bf16": {"gflops": 250.0, "path": "oneDNN mkldnn_linear", "shape": "s",
+                              "gflops_median": 240.0}},
+            "models": [{"variant": "a", "chapter": "allinone", "batch_size": 1,
+                        "precision": "no", "achieved_gflops": 20.0},
+                       {"variant": "b", "chapter": "umt", "batch_size": 1, "precision": "bf16",
+                        "achieved_gflops": 60.0},
+                       {"variant": "c", "chapter": "vlm", "batch_size": 1, "precision": "no",
+                        "achieved_gflops": None}]}  # FLOPs not counted: no bar
+
+
+def test_roofline_figure_draws_a_bar_per_model_and_the_roofs_at_their_values(tmp_path):
+    from vlbook.bench.roof import plot_roofline
+
+    fig = plot_roofline(_roof_payload(), tmp_path / "roof.png")
+    ax = fig.axes[0]
+    (bars,) = ax.containers
+    assert [b.get_height() for b in bars] == [20.0, 60.0]
+    roofs = {line.get_label().split(" roof")[0]: line.get_ydata()[0] for line in ax.lines
+             if "roof" in line.get_label()}
+    assert roofs == {"fp32": 100.0, "bf16": 250.0}
+    assert ax.get_ylabel() and ax.get_xlabel() and ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a\nbatch 1", "b (bf16)\nbatch 1"]
+    assert ax.get_yscale() == "linear"
+    assert (tmp_path / "roof.png").stat().st_size > 10_000
+
+
+def test_roofline_uses_a_log_axis_when_the_values_span_decades():
+    from vlbook.bench.roof import plot_roofline
+
+    payload = _roof_payload()
+    payload["roof"]["bf16"]["gflops"] = 900_000.0  # a GPU's bf16 roof beside a CPU step
+    assert plot_roofline(payload).axes[0].get_yscale() == "log"
+
+
+def test_benchmarks_page_embeds_the_roofline_drawn_from_the_json(tmp_path, monkeypatch):
+    from vlbook import book
+
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    monkeypatch.setenv("VLBOOK_RESULTS", str(results))
+    (results / "bench" / "roof-cpu.json").write_text(json.dumps(_roof_payload()))
+    (results / "bench" / "roof-cpu.md").write_text("# Matmul roof\n\ntext\n")
+    (results / "bench" / "data.md").write_text("# Data\n\ntext\n")
+    (results / "bench" / "data.json").write_text(json.dumps({"suite": "data"}))
+    stage = tmp_path / "stage"
+    page = book.write_benchmarks(stage).read_text()
+    assert page.count("```{figure} bench/roof-cpu.png") == 1
+    assert page.index("## Matmul roof") < page.index("bench/roof-cpu.png")
+    assert (stage / "bench" / "roof-cpu.png").stat().st_size > 10_000
+    assert not (results / "bench" / "roof-cpu.png").exists()  # drawn into the stage only

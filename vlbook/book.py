@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlbook.chapters import chapters as paper_chapters
@@ -78,22 +79,51 @@ def write_toc(stage: Path, chapters: list[tuple[str, str]]) -> Path:
 
 def write_ledger(stage: Path, scale: str | None = None) -> Path:
     """The reproduction ledger page, generated from the result files chapters write: the runs
-    at ``scale`` (and ``full`` runs, when a cluster has written them); every run when None."""
-    from vlbook.results import ledger_counts, ledger_markdown, plot_ledger_counts
+    at ``scale`` (and ``full`` runs, when a cluster has written them); every run when None.
+    The page is :func:`vlbook.report.ledger_page`: a status chart and counts at the top, then
+    each chapter's rows as its paper-vs-ours table."""
+    from vlbook.report import ledger_page, plot_ledger_status
+    from vlbook.results import ledger_counts
 
     scales = None if scale is None else (scale, "full")
     chart = None
     counts = ledger_counts(scales=scales)
     if counts:
-        plot_ledger_counts(counts, stage / "ledger_status.png")
+        plot_ledger_status(counts, stage / "ledger_status.png")
         chart = "ledger_status.png"
     path = stage / "ledger.md"
-    path.write_text(ledger_markdown(scales=scales, chart=chart))
+    path.write_text(ledger_page(scales=scales, chart=chart))
     return path
 
 
+def roofline_figure(md: Path, stage: Path) -> str | None:
+    """The roofline figure of a ``roof`` benchmark result ``md`` (``roof-<device>.md``), copied
+    into ``stage/bench/``, or drawn there from its JSON (:func:`vlbook.bench.roof.plot_roofline`)
+    when the benchmark wrote no PNG; the path relative to ``stage``, None for another suite."""
+    source = md.with_suffix(".json")
+    if not source.exists():
+        return None
+    try:
+        payload = json.loads(source.read_text())
+    except json.JSONDecodeError:
+        return None
+    if payload.get("suite") != "roof" or not payload.get("roof"):
+        return None
+    target = stage / "bench" / md.with_suffix(".png").name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    png = md.with_suffix(".png")
+    if png.exists() and png.stat().st_size > 0:
+        shutil.copy2(png, target)
+    else:
+        from vlbook.bench.roof import plot_roofline
+
+        plot_roofline(payload, target)
+    return target.relative_to(stage).as_posix()
+
+
 def write_benchmarks(stage: Path) -> Path:
-    """The benchmarks page: every ``results_root()/bench/*.md`` written by ``vlbook.bench``."""
+    """The benchmarks page: every ``results_root()/bench/*.md`` written by ``vlbook.bench``,
+    with the roofline figure after each ``roof`` result (:func:`roofline_figure`)."""
     from vlbook.paths import results_root
 
     files = sorted((results_root() / "bench").glob("*.md"))
@@ -112,6 +142,21 @@ def write_benchmarks(stage: Path) -> Path:
         # demote the file's headings one level below the page title
         text = "\n".join("#" + ln if ln.startswith("#") else ln for ln in text.splitlines())
         lines += [text, ""]
+        figure = roofline_figure(f, stage)
+        if figure:
+            lines += [
+                f"```{{figure}} {figure}",
+                ":alt: Achieved GFLOP/s of each model's training step beside the measured "
+                "matmul roofs",
+                ":width: 90%",
+                "",
+                "Each bar is a model's training step (forward, backward and AdamW) at the "
+                "GFLOP/s its matrix products reach; each line is a roof this machine's matmul "
+                "probe measured (the best path at the best shape). A bar's distance below a line "
+                "is time spent outside the matrix products, or in them below their peak.",
+                "```",
+                "",
+            ]
     path = stage / "benchmarks.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -267,9 +312,13 @@ class HtmlReport:
     pages: dict[str, dict]
     screenshots: list[Path]
     browser: str | None
+    #: :func:`chapter_page_problems` when they only warn (``STRICT_CHAPTER_PAGES`` false)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"[check] browser: {self.browser or 'none (static checks only)'}"]
+        for page, found in self.warnings.items():
+            lines += [f"[check] warning: {page}: {p}" for p in found]
         for page, info in self.pages.items():
             seen = (
                 f", rendered {info['rendered_images']} images and {info['equations']} equations"
@@ -330,13 +379,133 @@ class _TextParser(html.parser.HTMLParser):
         self._stack.append(skip)
         self._skipping += skip
 
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # ``<img ... />``: a void element opens nothing, so it must close nothing either
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
+
     def handle_endtag(self, tag: str) -> None:
+        if tag in _VOID:
+            return
         if self._stack:
             self._skipping -= self._stack.pop()
 
     def handle_data(self, data: str) -> None:
         if not self._skipping:
             self.parts.append(data)
+
+
+#: Elements that have no end tag.
+_VOID = frozenset(("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                   "source", "track", "wbr"))
+
+
+@dataclass(eq=False)
+class _Node:
+    """An element of a parsed page: its tag, attributes, children (elements and text) and its
+    position in document order."""
+
+    tag: str
+    attrs: dict[str, str]
+    index: int
+    children: list[_Node | str]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.attrs.get("class", "").split()
+
+    def iter(self, skip_inputs: bool = False) -> Iterator[_Node]:
+        """This element and every element below it, in document order (``skip_inputs``:
+        not into code-cell inputs)."""
+        if skip_inputs and "cell_input" in self.classes:
+            return
+        yield self
+        for child in self.children:
+            if isinstance(child, _Node):
+                yield from child.iter(skip_inputs)
+
+    def text(self, skip_inputs: bool = False) -> str:
+        """The text below this element, without scripts and styles (``skip_inputs``: nor
+        code-cell inputs)."""
+        if self.tag in ("script", "style") or (skip_inputs and "cell_input" in self.classes):
+            return ""
+        return "".join(c if isinstance(c, str) else c.text(skip_inputs) for c in self.children)
+
+
+class _TreeParser(html.parser.HTMLParser):
+    """A forgiving HTML tree: void elements open nothing, a stray end tag is ignored and an
+    end tag closes the elements left open inside it."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("#document", {}, 0, [])
+        self._open = [self.root]
+        self._count = 0
+
+    def _add(self, tag: str, attrs: list[tuple[str, str | None]]) -> _Node:
+        self._count += 1
+        node = _Node(tag, {k: v or "" for k, v in attrs}, self._count, [])
+        self._open[-1].children.append(node)
+        return node
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = self._add(tag, attrs)
+        if tag not in _VOID:
+            self._open.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._add(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        for depth in range(len(self._open) - 1, 0, -1):
+            if self._open[depth].tag == tag:
+                del self._open[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self._open[-1].children.append(data)
+
+
+def _parse(raw: str) -> _Node:
+    parser = _TreeParser()
+    parser.feed(raw)
+    parser.close()
+    return parser.root
+
+
+#: A table cell that shows a missing value the way pandas or Python print it.
+_MISSING_CELL = re.compile(r"(?:NaN|nan|None|NaT|<NA>)(?:\s+(?:NaN|nan|None|NaT|<NA>))*")
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _output_problems(tree: _Node) -> list[str]:
+    """Tracebacks, stderr outputs and missing values shown as table cells."""
+    problems = []
+    for node in tree.iter(skip_inputs=True):
+        classes = node.classes
+        if any(c.endswith("stderr") and not c.startswith("tag_") for c in classes):
+            problems.append(f"stderr output: {_short(node.text())!r}")
+        elif "traceback" in classes:
+            problems.append(f"traceback output: {_short(node.text())!r}")
+    text = tree.text(skip_inputs=True)
+    if _TRACEBACK in text and not any(p.startswith("traceback") for p in problems):
+        at = text.index(_TRACEBACK)
+        problems.append(f"a traceback in the text: {_short(text[at:at + 200])!r}")
+    missing = []
+    for node in tree.iter(skip_inputs=True):
+        if node.tag in ("td", "th"):
+            cell = node.text().strip()
+            if _MISSING_CELL.fullmatch(cell):
+                missing.append(cell)
+    if missing:
+        shown = ", ".join(repr(c) for c in sorted(set(missing)))
+        problems.append(f"{len(missing)} table cells show a missing value as {shown}")
+    return problems
 
 
 #: Raw markdown table text (a header rule) in a page's rendered text: a markdown output shown
@@ -360,8 +529,10 @@ def _machine_paths() -> list[str]:
 def page_problems(html_dir: Path, pages: list[str]) -> dict[str, list[str]]:
     """What a reader should not see on the built ``pages``: papermill's ``# Parameters`` cell
     shown twice, absolute paths of the machine, raw markdown tables, thebe's configuration
-    declared twice and require.js (ipywidgets) fetched from a CDN. Pages without problems are
-    left out."""
+    declared twice, require.js (ipywidgets) fetched from a CDN, tracebacks and stderr outputs
+    (myst-nb's ``output stderr`` / ``output traceback`` blocks, or a traceback's first line in
+    the text), and ``NaN`` / ``None`` shown as the cell of a table. Code-cell inputs are not
+    read. Pages without problems are left out."""
     html_dir = Path(html_dir)
     machine = _machine_paths()
     found: dict[str, list[str]] = {}
@@ -384,6 +555,77 @@ def page_problems(html_dir: Path, pages: list[str]) -> dict[str, list[str]]:
             problems.append(f"THEBE_JS_URL declared {raw.count('THEBE_JS_URL')} times")
         if re.search(r"<script[^>]+require(\.min)?\.js", raw):
             problems.append("loads require.js from a CDN")
+        problems += _output_problems(_parse(raw))
+        if problems:
+            found[page] = problems
+    return found
+
+
+#: Whether :func:`check_html` fails on :func:`chapter_page_problems` (True) or only warns
+#: (False, while chapters are still gaining their paper-vs-ours tables).
+STRICT_CHAPTER_PAGES = True
+
+#: A heading of a chapter's "what to take away" section.
+_TAKE_AWAY = re.compile(r"take[\s-]*aways?\b", re.IGNORECASE)
+
+
+def _architecture_diagram(tree: _Node) -> _Node | None:
+    """The first architecture diagram of a page: an element marked ``vlbook-architecture``
+    (class or id), an image whose alt text names an architecture, or the image output of a
+    code cell that calls ``show_architecture(`` (:func:`vlbook.diagrams.show_architecture`)."""
+    for node in tree.iter():
+        marks = [*node.classes, node.attrs.get("id", "")]
+        if any("vlbook-architecture" in m for m in marks):
+            return node
+        if node.tag == "img" and "architecture" in node.attrs.get("alt", "").lower():
+            return node
+        if "cell" in node.classes:
+            inputs = [n for n in node.iter() if "cell_input" in n.classes]
+            outputs = [n for n in node.iter() if "cell_output" in n.classes]
+            if (any("show_architecture(" in n.text() for n in inputs)
+                    and any(m.tag == "img" for n in outputs for m in n.iter())):
+                return node
+    return None
+
+
+def chapter_pages(pages: list[str]) -> list[str]:
+    """The pages of ``pages`` that are a paper's chapter (``chapters/<paper>.html``; not the
+    intro or the capstone)."""
+    papers = {c.name for c in paper_chapters()}
+    return [p for p in pages if re.fullmatch(r"chapters/([\w-]+)\.html", p)
+            and p.split("/")[1][: -len(".html")] in papers]
+
+
+def chapter_page_problems(html_dir: Path, pages: list[str]) -> dict[str, list[str]]:
+    """What a paper chapter's page must have and lacks: an architecture diagram, a
+    paper-vs-ours table (:func:`vlbook.report.paper_vs_ours`, found by its marker class
+    :data:`vlbook.report.MARKER`) and a "what to take away" section (a heading with "take
+    away" in it) after that table. Only the paper chapters among ``pages`` are read
+    (:func:`chapter_pages`); pages without problems are left out.
+
+    :func:`check_html` fails on these when :data:`STRICT_CHAPTER_PAGES` (or its
+    ``strict_chapters``) is true and only warns otherwise."""
+    from vlbook.report import MARKER
+
+    html_dir = Path(html_dir)
+    found: dict[str, list[str]] = {}
+    for page in chapter_pages(pages):
+        tree = _parse((html_dir / page).read_text(errors="replace"))
+        problems = []
+        if _architecture_diagram(tree) is None:
+            problems.append("no architecture diagram (vlbook.diagrams.show_architecture)")
+        table = next((n for n in tree.iter()
+                      if MARKER in n.classes or n.attrs.get("id") == MARKER), None)
+        if table is None:
+            problems.append(f"no paper-vs-ours table (vlbook.report.paper_vs_ours, class "
+                            f"{MARKER!r})")
+        headings = [n for n in tree.iter() if re.fullmatch(r"h[1-6]", n.tag)
+                    and _TAKE_AWAY.search(n.text())]
+        if not headings:
+            problems.append("no take-away section (a heading with 'take away')")
+        elif table is not None and headings[-1].index < table.index:
+            problems.append(f"the take-away section ({_short(headings[-1].text(), 60)!r}) comes "
+                            "before the paper-vs-ours table")
         if problems:
             found[page] = problems
     return found
@@ -468,9 +710,14 @@ def _free_port() -> int:
 
 
 def check_html(
-    html_dir: Path, chapter_pages: list[str], screenshot_dir: Path | None = None
+    html_dir: Path, chapter_pages: list[str], screenshot_dir: Path | None = None,
+    strict_chapters: bool | None = None,
 ) -> HtmlReport:
-    """Check the built book: pages exist, every image resolves and decodes in Chromium.
+    """Check the built book: pages exist, every image resolves and decodes in Chromium, no
+    page shows what a reader should not see (:func:`page_problems`), and each paper chapter
+    has its diagram, paper-vs-ours table and take-away (:func:`chapter_page_problems`: a
+    failure when ``strict_chapters``, default :data:`STRICT_CHAPTER_PAGES`, else warnings in
+    the report).
 
     Screenshots of the front page and the first chapter are written to ``screenshot_dir``
     (default: ``<html_dir>/../screenshots``). Without Chromium only the static checks run and
@@ -482,13 +729,21 @@ def check_html(
     others = [p for p in ("paper_vs_code.html", "benchmarks.html", "references.html")
               if (html_dir / p).exists()]
     problems = page_problems(html_dir, pages + others)
+    strict = STRICT_CHAPTER_PAGES if strict_chapters is None else strict_chapters
+    lacking = chapter_page_problems(html_dir, chapter_pages)
+    warnings: dict[str, list[str]] = {}
+    if strict:
+        for page, found in lacking.items():
+            problems.setdefault(page, []).extend(found)
+    else:  # listed in the report's summary
+        warnings = lacking
     if problems:
         raise HtmlCheckError("pages show what a reader should not see:\n" + "\n".join(
             f"  {page}: {p}" for page, found in problems.items() for p in found))
     chromium = find_chromium()
     if chromium is None:
         print("warning: Chromium not found; install Debian's 'chromium' for the browser check")
-        return HtmlReport(info, [], None)
+        return HtmlReport(info, [], None, warnings)
     screenshot_dir = Path(screenshot_dir or html_dir.parent / "screenshots")
     screenshot_dir.mkdir(parents=True, exist_ok=True)
     # The front page and the first chapter.
@@ -543,7 +798,7 @@ def check_html(
         info[page].update(
             title=result["title"], rendered_images=result["images"], equations=result["typeset"]
         )
-    return HtmlReport(info, shots, chromium)
+    return HtmlReport(info, shots, chromium, warnings)
 
 
 # --------------------------------------------------------------------------------------

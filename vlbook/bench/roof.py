@@ -21,7 +21,9 @@ fraction is the share of the matmul roof the whole step reaches (norms, softmax,
 the optimiser are overhead against it). The load average of the machine is recorded before
 and after: on a shared CPU the roof and the steps are measured under the same load.
 
-Results go to ``results_root()/bench/roof-<device>.json`` and ``.md``.
+Results go to ``results_root()/bench/roof-<device>.json`` and ``.md``, and the roofline figure
+(:func:`plot_roofline`) to ``.png``; the book's Benchmarks page shows it (and draws it from the
+JSON when the PNG is absent).
 """
 
 from __future__ import annotations
@@ -222,6 +224,67 @@ def markdown(probes: list[Probe], roof: dict[str, dict[str, Any]], rows: list[Mo
     return "\n".join(lines) + "\n"
 
 
+#: Line styles of the roof lines by precision (a GPU adds tf32).
+_ROOF_STYLES: dict[str, tuple[str, str]] = {"fp32": ("#b03a3a", "-"), "tf32": ("#7b4a94", "-."),
+                                            "bf16": ("#3b6ea5", "--")}
+
+
+def plot_roofline(payload: dict[str, Any], path: str | os.PathLike | None = None) -> Any:
+    """The roofline-style figure of a ``roof`` result (the JSON :func:`run` writes): one bar per
+    model train step at its achieved GFLOP/s, each measured matmul roof (fp32, bf16, tf32 on a
+    GPU) as a horizontal line at its GFLOP/s, each bar labelled with its share of the fp32
+    roof. The axis is logarithmic when the values span more than a factor of 30. Saved as a
+    PNG to ``path`` when given; returns the :class:`matplotlib.figure.Figure`."""
+    from matplotlib.figure import Figure
+
+    roof = payload.get("roof", {})
+    models = [m for m in payload.get("models", []) if m.get("achieved_gflops")]
+    labels = [m["variant"] + ("" if m.get("precision", "no") == "no"
+                              else f" ({m['precision']})") + f"\nbatch {m['batch_size']}"
+              for m in models]
+    values = [float(m["achieved_gflops"]) for m in models]
+    fig = Figure(figsize=(7.2, 4.6))
+    ax = fig.subplots()
+    xs = list(range(len(models)))
+    ax.bar(xs, values, width=0.55, color="#9cc3a4", edgecolor="#2f6b3f",
+                  label="train step (forward + backward + AdamW)")
+    reference = roof.get("fp32", {}).get("gflops")
+    for x, v in zip(xs, values):
+        share = f"\n{100 * v / reference:.0f} % of fp32" if reference else ""
+        ax.annotate(f"{v:.1f}{share}", (x, v), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    for name, r in roof.items():
+        colour, style = _ROOF_STYLES.get(name, ("#555555", ":"))
+        ax.axhline(float(r["gflops"]), color=colour, linestyle=style, linewidth=1.6,
+                   label=f"{name} roof: {r['gflops']:.1f} GFLOP/s ({r['path']})")
+    every = values + [float(r["gflops"]) for r in roof.values()]
+    if every and min(every) > 0 and max(every) / min(every) > 30:
+        ax.set_yscale("log")
+        ax.set_ylim(min(every) / 2, max(every) * 3)
+    elif every:
+        ax.set_ylim(0, max(every) * 1.3)
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_xlim(-0.6, max(len(models), 1) - 0.4)
+    ax.set_xlabel("model (train step)")
+    ax.set_ylabel("achieved GFLOP/s (matrix products)")
+    name = payload.get("device_name", payload.get("device", ""))
+    threads = payload.get("threads")
+    ax.set_title("Training steps against the measured matmul roof\n"
+                 + name + (f", {threads} threads" if threads else ""), fontsize=10)
+    # below the axes, so that no bar or roof line is hidden by it
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2, fontsize=7.5,
+              frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    if not models:
+        ax.text(0.5, 0.5, "no model step measured", transform=ax.transAxes, ha="center",
+                fontsize=9, color="#666666")
+    if path is not None:
+        fig.savefig(path, dpi=120, facecolor="white", bbox_inches="tight")
+    return fig
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -272,10 +335,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (out_dir / f"{label}.json").write_text(json.dumps(payload, indent=1))
     text = markdown(probes, roof, rows, header)
     (out_dir / f"{label}.md").write_text(text)
+    plot_roofline(payload, out_dir / f"{label}.png")
     print(text)
-    print(f"wrote {out_dir / label}.json")
+    print(f"wrote {out_dir / label}.json, .md and .png")
     return payload
 
 
-__all__ = ["DEFAULT_MODELS", "SHAPES", "ModelRow", "Probe", "measure_models", "probe_matmul",
-           "roofs"]
+__all__ = ["DEFAULT_MODELS", "SHAPES", "ModelRow", "Probe", "measure_models", "plot_roofline",
+           "probe_matmul", "roofs"]
