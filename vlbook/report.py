@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from vlbook.results import STATUSES, LedgerRow
+from vlbook.results import (
+    STATUSES,
+    LedgerRow,
+    _chapter_spec,
+    _chapter_title,
+    _rows_by_chapter,
+    ledger_intro,
+)
 
 __all__ = [
     "MARKER",
@@ -343,22 +350,10 @@ def ledger_page(root: Any = None, scales: tuple[str, ...] | None = None,
     about another paper's table stays with the chapter that measured it and names that
     paper."""
     from vlbook.paths import results_root
-    from vlbook.results import _chapter_spec, _chapter_title, _rows_by_chapter
 
     by_chapter = _rows_by_chapter(root or results_root(), scales)
-    lines = [
-        "# Reproduction ledger",
-        "",
-        "Each chapter notebook writes its rows into `results/` as it runs, and this page is"
-        " generated from those files when the book is built: nothing here is typed by hand."
-        " The *scale* of a row says what is compared. `exact` rows compare the same quantity"
-        " (parameter counts, FLOPs); `toy` rows set a trend on the synthetic benchmark beside"
-        " the paper's real-data number, so only its *direction* can agree; `full` rows come from"
-        " a run of the paper's own configuration. A row *not run* is one the chapter covers"
-        " that this build did not measure. Numbers are rounded to the precision the paper"
-        " printed; each row's note, under it, says how it was measured and decided.",
-        "",
-    ]
+    lines = ledger_intro("Numbers are rounded to the precision the paper printed; each row's"
+                         " note, under it, says how it was measured and decided.")
     if not by_chapter:
         lines.append("No chapter has written ledger rows yet.")
         return "\n".join(lines) + "\n"

@@ -335,6 +335,22 @@ def plot_ledger_counts(counts: dict[str, dict[str, int]], path: Path) -> Path:
     return path
 
 
+def ledger_intro(extra: str = "") -> list[str]:
+    """The ledger page's title and opening paragraph (markdown lines), ``extra`` appended."""
+    return [
+        "# Reproduction ledger",
+        "",
+        "Every number below was written by a chapter notebook into `results/` when the book was"
+        " built; this page is generated from those files. *Scale* says what was compared:"
+        " `exact` rows (parameter counts, FLOPs) compare the same quantity; `toy` rows compare a"
+        " trend on the synthetic benchmark with the paper's real-data number, so only the"
+        " *direction* can match; `full` rows come from a run of the paper's configuration."
+        " A row marked *not run* is one the chapter covers but this build did not measure."
+        + (f" {extra}" if extra else ""),
+        "",
+    ]
+
+
 def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = None,
                     chart: str | None = None) -> str:
     """The reproduction ledger page as MyST markdown: a status count per chapter (and the
@@ -345,17 +361,7 @@ def ledger_markdown(root: Path | None = None, scales: tuple[str, ...] | None = N
     (:func:`vlbook.ledger.expected_rows`) are listed as ``not run``, never dropped."""
     root = root or results_root()
     by_chapter = _rows_by_chapter(root, scales)
-    lines = [
-        "# Reproduction ledger",
-        "",
-        "Every number below was written by a chapter notebook into `results/` when the book was"
-        " built; this page is generated from those files. *Scale* says what was compared:"
-        " `exact` rows (parameter counts, FLOPs) compare the same quantity; `toy` rows compare a"
-        " trend on the synthetic benchmark with the paper's real-data number, so only the"
-        " *direction* can match; `full` rows come from a run of the paper's configuration."
-        " A row marked *not run* is one the chapter covers but this build did not measure.",
-        "",
-    ]
+    lines = ledger_intro()
     if not by_chapter:
         lines.append("No chapter has written ledger rows yet.")
         return "\n".join(lines) + "\n"
