@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlbook.bench.common import resolve_device, saved_for_backward_mb, setup_threads
+from vlbook.nn.dropout import torch_dropout
 from vlbook.paths import results_root
 
 CONFIGS: tuple[str, ...] = ("allinone_tiny", "allinone_base", "umt_base")
@@ -89,8 +90,10 @@ class _ImportOnly(types.ModuleType):
             raise NotImplementedError(f"{self.__name__}.{name} is stubbed (not installed)")
 
         return unavailable
-#: Extra rows: All-in-one (wpa, explicit-attention, dropout-off), UMT (teacher-eager).
-LEVERS: tuple[str, ...] = ("wpa", "explicit-attention", "dropout-off", "teacher-eager")
+#: Extra rows: All-in-one (wpa, explicit-attention, dropout-off, torch-dropout), UMT
+#: (teacher-eager).
+LEVERS: tuple[str, ...] = ("wpa", "explicit-attention", "dropout-off", "torch-dropout",
+                           "teacher-eager")
 ENV_ALLINONE = "VLBOOK_ALLINONE_REPO"
 ENV_UMT = "VLBOOK_UMT_REPO"
 
@@ -580,6 +583,11 @@ def bench_allinone(modules: types.SimpleNamespace, variant: str, *, batch_size: 
                                 _with(partial(_explicit_attention, ours),
                                       _train_step(ours, our_opt, ours_loss)),
                                 "timm blocks with fused_attn=False"))
+    if "torch-dropout" in levers:
+        variants.append(Variant("vlbook, torch dropout", "vlbook",
+                                _with(torch_dropout, _train_step(ours, our_opt, ours_loss)),
+                                "PyTorch's CPU dropout instead of vlbook.nn.FastDropout "
+                                "(same distribution, one Bernoulli draw per element)"))
     if "dropout-off" in levers:
         variants.append(Variant("vlbook, dropout off", "vlbook",
                                 _with(partial(_dropout_off, ours),

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlbook.nn.dropout import FastDropout
+
 __all__ = ["Attention", "CrossAttention", "merge_masks"]
 
 
@@ -107,7 +109,7 @@ class _AttentionBase(nn.Module):
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = FastDropout(proj_drop)
         #: Set by :func:`vlbook.nn.capture_attention`; receives ``(B, heads, Lq, Lk)`` weights.
         self.capture_hook: Callable[[torch.Tensor], None] | None = None
 

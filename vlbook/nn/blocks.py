@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vlbook.nn.attention import Attention, CrossAttention
+from vlbook.nn.dropout import FastDropout
 
 __all__ = ["Block", "CrossBlock", "DropPath", "LayerScale", "Mlp", "Transformer",
            "TransformerOutput", "drop_path"]
@@ -62,7 +63,7 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = act_layer()
         self.fc2 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop)
+        self.drop = FastDropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(self.fc1(x)))

@@ -64,6 +64,7 @@ from vlbook.losses import (
 )
 from vlbook.masking import mask_text_tokens
 from vlbook.models.base import VLModel
+from vlbook.nn.dropout import FastDropout, use_fast_dropout
 from vlbook.nn.init import embedding_norms, init_additive_embedding_
 
 __all__ = [
@@ -364,7 +365,7 @@ class TextEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_text_len, d)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, d)
         self.LayerNorm = nn.LayerNorm(d, eps=1e-12)  # noqa: N815 - BERT's parameter name
-        self.dropout = nn.Dropout(config.drop_rate)
+        self.dropout = FastDropout(config.drop_rate)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
@@ -409,7 +410,7 @@ class VisionBackbone(nn.Module):
         # None without a temporal embedding (DeiT-S): no unused parameter to train or gather
         self.temporal_embed = (nn.Parameter(torch.zeros(1, config.num_frames, d))
                                if config.temporal_embedding else None)
-        self.pos_drop = nn.Dropout(config.drop_rate)
+        self.pos_drop = FastDropout(config.drop_rate)
         rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
         self.blocks = nn.ModuleList(
             Block(
@@ -423,6 +424,7 @@ class VisionBackbone(nn.Module):
             )
             for i in range(config.depth)
         )
+        use_fast_dropout(self.blocks)  # timm's blocks build torch.nn.Dropout
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
 
 
@@ -592,7 +594,7 @@ class AllInOne(VLModel):
         """
         hidden = self.config.qa_hidden or self.config.embed_dim // 2
         self.qa_head = nn.Sequential(
-            nn.Dropout(0.5),
+            FastDropout(0.5),
             nn.Linear(self.config.embed_dim, hidden),
             nn.LayerNorm(hidden),
             nn.GELU(),

@@ -50,6 +50,7 @@ from vlbook.losses import masked_token_loss, mfm_mlm_loss, mlm_loss, vtc_loss
 from vlbook.masking import bernoulli_token_mask, mask_text_tokens, masked_modality_plan
 from vlbook.models.base import VLModel
 from vlbook.models.vlm.convert import load_bert_weights
+from vlbook.nn.dropout import use_fast_dropout
 
 __all__ = [
     "ATTENTION_MODES",
@@ -311,6 +312,7 @@ class VLM(VLModel):
         bert_config = config.bert_config()
         self.video_mlp = VideoTokenMLP(config.feature_dim, config.hidden_size)
         self.encoder = BertModel(bert_config, add_pooling_layer=False)
+        use_fast_dropout(self.encoder)  # hidden / attention-probability dropout of BERT
         self.lm_head = BertOnlyMLMHead(bert_config)
         self.lm_head.predictions.decoder.weight = self.encoder.embeddings.word_embeddings.weight
         self.segment_head = (nn.Linear(config.hidden_size, config.num_segment_classes)
