@@ -1,9 +1,12 @@
 """Independent toy runs side by side, one per CPU core.
 
-A chapter's ablation trains many small models that do not depend on each other. A model of
-width 64 keeps one core busy and gains little from a second (its matrices are too small to
-split), so on a machine with ``C`` cores the fastest way through an ablation is ``C`` runs at
-once, each on one thread. :func:`map_runs` does that with forked worker processes:
+A chapter's ablation trains many small models that do not depend on each other. A toy model
+gains 1.2-1.6x from a second thread (``python -m vlbook.bench threads``; its matrices are
+small to split), no more than a second run beside it adds (measured on 2 cores: two E-ViLM
+runs at once each take ~1.25x their time alone, ~1.6x the throughput), so on a machine with
+``C`` cores the fastest way through an ablation is ``C`` runs at once, each on one thread,
+while a run alone (a chapter's main run) keeps every core. :func:`map_runs` does that with
+forked worker processes:
 
 - the workers are forked from the caller, so they inherit the data already in memory (decoded
   clips, features, tokenizers) and the functions a notebook defined, nothing is pickled on the
