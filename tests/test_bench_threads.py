@@ -38,7 +38,7 @@ def test_time_variant_compares_both_settings_and_restores_the_threads(monkeypatc
 
 
 def test_a_real_toy_step_is_timed_and_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_threads, "results_root", lambda: tmp_path)
+    monkeypatch.setenv("VLBOOK_RESULTS", str(tmp_path))
     monkeypatch.setattr(bench_threads, "default_workers", lambda: 2)
     args = argparse.Namespace(chapters=["vlm"], batch_size=2, threads=0, rounds=1, steps=1,
                               name="threads-test")

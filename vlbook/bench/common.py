@@ -119,20 +119,26 @@ def report(r: BenchResult) -> None:
           f"peak {memory} ({r.memory_kind})", flush=True)
 
 
+def write_result(label: str, payload: dict[str, Any], text: str) -> Path:
+    """Write ``results_root()/bench/<label>.json`` (``payload``) and ``.md`` (``text``), print
+    the table and where it went; returns the folder. Every suite writes through here (the
+    book's benchmarks page reads each ``.md``)."""
+    out_dir = results_root() / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{label}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out_dir / f"{label}.md").write_text(text)
+    print(text)
+    print(f"wrote {out_dir / label}.json and .md")
+    return out_dir
+
+
 def write_suite(suite: str, label: str, results: list[BenchResult], *, header: str = "",
                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``results_root()/bench/<label>.json`` and ``.md`` (``header`` above the table)."""
-    out_dir = results_root() / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"suite": suite, **(extra or {}), "results": [asdict(r) for r in results]}
-    json_path: Path = out_dir / f"{label}.json"
-    json_path.write_text(json.dumps(payload, indent=1))
-    table = markdown_table(results)
-    (out_dir / f"{label}.md").write_text((header + "\n\n" if header else "") + table)
-    print(table)
-    print(f"wrote {json_path}")
+    write_result(label, payload, (header + "\n\n" if header else "") + markdown_table(results))
     return payload
 
 
 __all__ = ["add_step_arguments", "check_variants", "markdown_table", "modes_of", "report",
-           "resolve_device", "setup_threads", "write_suite"]
+           "resolve_device", "setup_threads", "write_result", "write_suite"]

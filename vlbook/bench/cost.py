@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vlbook.bench.common import write_result
 from vlbook.paths import results_root
 
 #: Dense peak TFLOP/s of the GPUs the estimate and the papers use (vendor data sheets; tensor
@@ -194,13 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if payload.get("suite") != "models":
         raise ValueError(f"{source}: suite {payload.get('suite')!r}; expected a 'models' result")
     rows = estimate(payload, args.mfu)
-    out = results_root() / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, args.mfu, Path(source).name)
-    (out / f"{args.name}.md").write_text(text)
     result = {"suite": "cost", "mfu": args.mfu, "source": str(Path(source).name),
               "peaks_tflops": GPU_PEAK_TFLOPS, "rows": [asdict(r) for r in rows]}
-    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(text)
-    print(f"wrote {out / (args.name + '.md')}")
+    write_result(args.name, result, markdown(rows, args.mfu, Path(source).name))
     return result

@@ -46,7 +46,6 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import statistics
@@ -64,9 +63,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlbook.bench.common import resolve_device, saved_for_backward_mb, setup_threads
+from vlbook.bench.common import (
+    resolve_device,
+    saved_for_backward_mb,
+    setup_threads,
+    write_result,
+)
 from vlbook.nn.dropout import torch_dropout
-from vlbook.paths import results_root
 
 CONFIGS: tuple[str, ...] = ("allinone_tiny", "allinone_base", "umt_base")
 #: Official ViT names of the All-in-one variants (``config.py`` ``vit``).
@@ -902,14 +905,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "torch": torch.__version__, "load_average_before": load_before,
                "load_average_after": load_after, "skipped": skipped,
                "results": [asdict(r) for r in results]}
-    out_dir = results_root() / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    label = args.name or f"official-{device}"
-    (out_dir / f"{label}.json").write_text(json.dumps(payload, indent=1))
-    text = markdown(results, header)
-    (out_dir / f"{label}.md").write_text(text)
-    print(text)
-    print(f"wrote {out_dir / label}.json")
+    write_result(args.name or f"official-{device}", payload, markdown(results, header))
     return payload
 
 

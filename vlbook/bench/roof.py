@@ -29,7 +29,6 @@ JSON when the PNG is absent).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,8 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vlbook.bench.common import call_times, resolve_device, setup_threads
-from vlbook.paths import results_root
+from vlbook.bench.common import call_times, resolve_device, setup_threads, write_result
 
 #: (label, tokens M, input K, output N) of the probed linear layers.
 SHAPES: tuple[tuple[str, int, int, int], ...] = (
@@ -329,15 +327,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "load_average_before": load_before, "load_average_after": load_after,
                "roof": roof, "probes": [asdict(p) for p in probes],
                "models": [asdict(r) for r in rows]}
-    out_dir = results_root() / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
     label = args.name or f"roof-{device.replace(':', '')}{'-small' if args.small else ''}"
-    (out_dir / f"{label}.json").write_text(json.dumps(payload, indent=1))
-    text = markdown(probes, roof, rows, header)
-    (out_dir / f"{label}.md").write_text(text)
+    out_dir = write_result(label, payload, markdown(probes, roof, rows, header))
     plot_roofline(payload, out_dir / f"{label}.png")
-    print(text)
-    print(f"wrote {out_dir / label}.json, .md and .png")
+    print(f"wrote {out_dir / label}.png")
     return payload
 
 

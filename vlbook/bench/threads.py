@@ -16,16 +16,15 @@ benchmark measures it instead of assuming it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from typing import Any
 
 import torch
 
+from vlbook.bench.common import write_result
 from vlbook.bench.models import bench_one, variants
 from vlbook.chapters import chapters
 from vlbook.parallel import default_workers
-from vlbook.paths import results_root
 
 
 def time_variant(chapter: str, variant: str, *, batch_size: int, threads: int, rounds: int,
@@ -87,10 +86,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               f"Forward + backward + AdamW of each chapter's toy variant, batch "
               f"{args.batch_size}; {args.rounds} rounds alternating the two settings, "
               f"{args.steps} timed steps each, the fastest round's median step shown.")
-    out = results_root() / "bench"
-    out.mkdir(parents=True, exist_ok=True)
     payload = {"suite": "threads", "threads": threads, "rows": rows}
-    (out / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
-    (out / f"{args.name}.md").write_text(markdown(rows, header))
-    print(f"wrote {out / (args.name + '.md')}")
+    write_result(args.name, payload, markdown(rows, header))
     return payload
