@@ -443,3 +443,33 @@ def test_ablation_jobs_reuse_the_main_run_and_the_default_width():
     assert short["48/False"] == {"use_mvm": False, "hidden": 48}
     assert {n for k, n in names if k == "tokenizer"} == {
         n for n, o in TABLE6_TOKENIZERS.items() if o}
+
+
+def test_ablation_cost_puts_the_long_runs_first():
+    from vlbook.chapters.evilm import MAIN_JOB, ablation_cost, ablation_jobs
+    from vlbook.config import get_preset
+    from vlbook.parallel import start_order
+
+    preset = get_preset("evilm", "toy")  # main 300 x 32, short 100 x 16, tokenizer 150 x 32
+    jobs = [MAIN_JOB, *ablation_jobs(preset)]
+    cost = {(k, n): ablation_cost((k, n, o), preset) for k, n, o in jobs}
+    assert cost[("main", "vtm+mlm+mvm")] == cost[("table5", "vtm")] == 300 * 32 + 1500
+    assert cost[("table5", "none")] == 1500  # evaluation only
+    assert cost[("short", "48/True")] == 100 * 16 + 500
+    assert cost[("tokenizer", "semantic, BCE")] == 100 * 16 + 500 + 0.25 * 150 * 32
+    first = [jobs[i][:2] for i in start_order([cost[j[:2]] for j in jobs])][:3]
+    assert first == [("main", "vtm+mlm+mvm"), ("table5", "vtm"), ("table5", "vtm+mlm")]
+
+
+def test_multiple_choice_metrics_from_one_scoring_pass():
+    from vlbook.chapters.evilm import multiple_choice_hits, multiple_choice_metrics
+
+    scores = torch.tensor([[3.0, 1.0, 4.0, 2.0], [0.0, 1.0, 5.0, 2.0]])
+    labels = torch.tensor([0, 2])
+    attrs = [[None, "colour", "motion", "order"], ["size", "shape", None, "colour"]]
+    metrics = multiple_choice_metrics(scores, labels, attrs)
+    assert metrics["mc_accuracy"] == 50.0 and metrics["mc_chance"] == 25.0
+    assert metrics["items"] == 2
+    hits = multiple_choice_hits(scores, labels, attrs)  # the same outcomes, per item
+    assert metrics["mc_accuracy"] == 100 * float(hits["mc_accuracy"].mean())
+    assert metrics["mc_vs_temporal"] == pytest.approx(50.0)  # one win, one loss

@@ -82,3 +82,40 @@ def test_each_run_is_seeded_by_its_index_whatever_the_schedule() -> None:
     torch.manual_seed(7 + 4)
     assert parallel[4] == float(torch.rand(()))
     assert len(set(parallel)) == 6
+
+
+def test_start_order_is_longest_first_with_ties_in_item_order() -> None:
+    from vlbook.parallel import start_order
+
+    assert start_order([1.0, 5.0, 1.0, 3, 5.0]) == [1, 4, 3, 0, 2]
+    assert start_order([]) == []
+    with pytest.raises(ValueError, match="cost of item 1 is -2"):
+        start_order([1.0, -2.0])
+
+
+def started_at(item: tuple[int, float]) -> tuple[int, float, int]:
+    """Sleeps ``item[1]`` seconds; returns the item's index, when it started and the seed the
+    run was given (the first draw of Python's generator identifies it)."""
+    import random
+    import time
+
+    start = time.monotonic()
+    first_draw = random.randrange(10**9)
+    time.sleep(item[1])
+    return item[0], start, first_draw
+
+
+@needs_fork
+def test_cost_starts_the_longest_runs_first_and_changes_no_result() -> None:
+    items = [(0, 0.05), (1, 0.05), (2, 0.05), (3, 0.4)]
+    plain = map_runs(started_at, items, workers=2, seed=7)
+    ordered = map_runs(started_at, items, workers=2, seed=7, cost=lambda item: item[1])
+    # results in item order, each run seeded by its index whatever the start order
+    assert [r[0] for r in ordered] == [0, 1, 2, 3]
+    assert [r[2] for r in ordered] == [r[2] for r in plain]
+    # the long run started before the short runs queued behind the first two workers
+    starts = {index: start for index, start, _ in ordered}
+    assert starts[3] < starts[1] and starts[3] < starts[2]
+    plain_starts = {index: start for index, start, _ in plain}
+    # without cost it waited until a first run had finished
+    assert plain_starts[3] > max(plain_starts[0], plain_starts[1])

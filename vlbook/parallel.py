@@ -22,6 +22,12 @@ forked worker processes:
   runs go one after the other in the caller.
 
 ``VLBOOK_WORKERS`` overrides the number of workers (``1`` turns the pool off).
+
+A free worker takes the next run not yet started. When the runs differ in length, ``cost``
+(an estimate per item: seconds, steps, anything proportional) starts them longest first, the
+classic LPT rule (Graham 1969): a long run left for last would keep one core busy while the
+others idle. The order of starting changes nothing else: results come back in the order of
+the items, each seeded by its own index.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
@@ -38,7 +44,7 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["default_workers", "fork_available", "map_runs"]
+__all__ = ["default_workers", "fork_available", "map_runs", "start_order"]
 
 # (function, items, seed) of the pool being run: set before the workers are forked, which
 # inherit it
@@ -88,18 +94,31 @@ def _seeded_call(fn: Callable[[T], R], item: T, seed: int) -> R:
     return fn(item)
 
 
+def start_order(costs: Sequence[float]) -> list[int]:
+    """Indices of the runs, longest first (ties in item order): the order the pool starts
+    them in when :func:`map_runs` is given ``cost``."""
+    bad = [i for i, c in enumerate(costs) if not (isinstance(c, int | float) and c >= 0)]
+    if bad:
+        raise ValueError(f"map_runs: cost of item {bad[0]} is {costs[bad[0]]!r}; expected a "
+                         "number >= 0 (an estimate of the run's length)")
+    return sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+
+
 def map_runs(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = None,
-             seed: int = 0, desc: str | None = None, progress: bool = True) -> list[R]:
+             seed: int = 0, desc: str | None = None, progress: bool = True,
+             cost: Callable[[T], float] | None = None) -> list[R]:
     """``[fn(item) for item in items]``, the calls spread over worker processes.
 
     Run ``i`` starts with the global generators seeded with ``seed + i``; results come back in
-    the order of ``items``. ``desc`` labels the progress bar shown in the caller (``progress``
-    turns it off).
+    the order of ``items``. ``cost(item)`` estimates a run's length; with it the pool starts
+    the longest runs first (:func:`start_order`). ``desc`` labels the progress bar shown in
+    the caller (``progress`` turns it off).
     """
     global _JOB
     from tqdm.auto import tqdm
 
     items = list(items)
+    order = start_order([cost(item) for item in items]) if cost else list(range(len(items)))
     workers = min(workers or default_workers(), len(items))
     if workers <= 1 or not fork_available():
         return [_seeded_call(fn, item, seed + i)
@@ -111,7 +130,7 @@ def map_runs(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = 
     results: dict[int, R] = {}
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_run_one, i): i for i in range(len(items))}
+            futures = {pool.submit(_run_one, i): i for i in order}
             bar = tqdm(total=len(items), desc=desc, leave=False, disable=not progress)
             for future in as_completed(futures):
                 index = futures[future]

@@ -12,6 +12,7 @@ the paper's Table 1 / 5 / 6 numbers and the chapter's ledger rows.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -464,7 +465,13 @@ def multiple_choice_hits(scores: torch.Tensor, labels: torch.Tensor, attributes:
 
 def evaluate_multiple_choice(model: EViLM, batches: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Zero-shot multiple choice by VTM (Table 4); chance 1/K."""
-    scores, labels, attributes = multiple_choice_scores(model, batches)
+    return multiple_choice_metrics(*multiple_choice_scores(model, batches))
+
+
+def multiple_choice_metrics(scores: torch.Tensor, labels: torch.Tensor,
+                            attributes: Sequence[Any]) -> dict[str, float]:
+    """:func:`evaluate_multiple_choice` from :func:`multiple_choice_scores`' outputs: accuracy,
+    chance 1/K, item count and the pairwise scores against static / temporal distractors."""
     n, k = (scores.shape if scores.numel() else (0, 1))
     hits = (scores.argmax(-1) == labels).sum() if n else 0
     result = {"mc_accuracy": 100.0 * int(hits) / max(n, 1), "mc_chance": 100.0 / k, "items": n}
@@ -615,8 +622,9 @@ def evaluate(model: EViLM, sets: EvalSets, parts: Sequence[str] = EVAL_PARTS
     metrics: dict[str, float] = {}
     hits: dict[str, torch.Tensor] = {}
     if "mc" in parts:
-        metrics.update(evaluate_multiple_choice(model, sets.mc))
-        hits.update(multiple_choice_hits(*multiple_choice_scores(model, sets.mc)))
+        scored = multiple_choice_scores(model, sets.mc)  # one pass for metrics and hits
+        metrics.update(multiple_choice_metrics(*scored))
+        hits.update(multiple_choice_hits(*scored))
     if "vtm_mlm" in parts:
         metrics.update(evaluate_vtm_mlm(model, sets.pairs))
     for name, train, test, joint in (("qa_probe", sets.qa_train, sets.qa_test, True),
@@ -679,10 +687,31 @@ class AblationInputs:
     seed: int = 0
 
 
+#: The chapter's main run (Table 5's last row, ``vtm+mlm+mvm``) as a :func:`run_ablation` job,
+#: so that it can train in the same pool as the ablations instead of before them.
+MAIN_JOB: tuple[str, str, dict[str, Any]] = ("main", "vtm+mlm+mvm", {})
+
+
+def ablation_cost(job: tuple[str, str, Mapping[str, Any]], preset: Mapping[str, Any]) -> float:
+    """A run's length in training samples (steps x batch; a tokenizer sample costs a quarter
+    of a model sample, a whole :func:`evaluate` ~1,500, the probes alone ~500: measured on one
+    core), for :func:`vlbook.parallel.map_runs`' longest-first start."""
+    kind, name, _ = job
+    train, short, tok = preset["train"], preset["ablation"], preset["tokenizer_train"]
+    if kind in ("main", "table5"):
+        return (0.0 if name == "none" else train["steps"] * train["batch_size"]) + 1500.0
+    cost = short["steps"] * short["batch_size"] + 500.0
+    if kind == "tokenizer":
+        cost += 0.25 * tok["steps"] * tok["batch_size"]
+    return cost
+
+
 def run_ablation(job: tuple[str, str, Mapping[str, Any]], inputs: AblationInputs
                  ) -> dict[str, Any]:
-    """One :func:`ablation_jobs` run: ``{"metrics", "hits"}`` of :func:`evaluate` (the short
-    runs: QA and linear probes only), plus ``"VOC. RATE"`` for a tokenizer run."""
+    """One :func:`ablation_jobs` run (or :data:`MAIN_JOB`): ``{"metrics", "hits"}`` of
+    :func:`evaluate` (the short runs: QA and linear probes only), plus ``"VOC. RATE"`` for a
+    tokenizer run; the main run adds its pre-training ``"log"``, ``"train_cpu_seconds"`` and
+    the trained ``"state_dict"``."""
     kind, name, overrides = job
     preset, seed = inputs.preset, inputs.seed
     video_tokenizer, extra = inputs.video_tokenizer, {}
@@ -697,6 +726,13 @@ def run_ablation(job: tuple[str, str, Mapping[str, Any]], inputs: AblationInputs
     torch.manual_seed(seed)
     model = build_chapter_model(preset, inputs.word_tokenizer, **overrides)
     model.set_video_tokenizer(video_tokenizer)
+    if kind == "main":
+        started = time.process_time()
+        extra["log"] = pretrain(model, None, preset, seed=seed, cache=inputs.train_batches)
+        extra["train_cpu_seconds"] = time.process_time() - started
+        metrics, hits = evaluate(model, inputs.sets)
+        extra["state_dict"] = model.state_dict()
+        return {"metrics": metrics, "hits": hits, **extra}
     if kind == "table5":
         if name != "none":  # the paper's first row: no pre-training
             pretrain(model, None, preset, seed=seed, cache=inputs.train_batches)
