@@ -80,8 +80,8 @@ register_preset(
             "finetune": {"steps": 150, "batch_size": 64, "lr": 1e-3, "videos": 200},
             # supervised step localisation (Table 5) trains on every training video's step
             # annotations, as CrossTask's training split: 150 steps on 200 videos left recall
-            # at 55-59 % (chance 50); 400 steps on all 979 reach 72-73 % (seeds 0, 1), 600
-            # steps 75 % (measured); overrides of "finetune"
+            # at 55-59 % (chance 50); 400 steps on all 979 reach 71.7 / 68.9 % (notebook seeds
+            # 0 / 1), 600 steps 75 % (seed 0, measured); overrides of "finetune"
             "step_localisation": {"steps": 400, "videos": None},
             "eval": {"max_items": 500, "caption_items": 60, "num_beams": 3,
                      "max_caption_len": 20},
